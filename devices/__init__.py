@@ -1,0 +1,1 @@
+"""kpp_sdk.devices."""

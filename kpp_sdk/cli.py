@@ -1,0 +1,142 @@
+"""The ``kpp`` command.
+
+    kpp devices                                   registered devices and their limits
+    kpp sample FILE --device sa.cpu --num-reads 100 --seed 0 [--out result.json] [-o key=value]
+    kpp --version
+
+Errors the user can fix (a malformed file, an unknown device or option) print one line to stderr
+and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import InvalidOptionError, KppError
+
+EXIT_USAGE = 2
+
+_SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+
+def subcommand(fn: Callable[[argparse._SubParsersAction], None]):
+    """Register a function that adds a sub-parser (other modules add ``train``, ``serve``...)."""
+    _SUBCOMMANDS[fn.__name__] = fn
+    return fn
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise InvalidOptionError(f"--option expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare word such as gibbs
+    return key.strip().replace("-", "_"), value
+
+
+def _fmt_limit(v: Any) -> str:
+    if v is None:
+        return "float64"
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .registry import list_devices
+
+    rows = list_devices()
+    header = ("name", "status", "max spins", "coef bits", "fields", "remote")
+    table = []
+    for r in rows:
+        if r.available:
+            p = r.properties
+            table.append((r.name, "available", _fmt_limit(p.max_spins), _fmt_limit(p.coefficient_bits),
+                          "yes" if p.supports_fields else "no", "yes" if p.is_remote else "no"))
+        else:
+            table.append((r.name, "unavailable", "-", "-", "-", "-"))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(line.format(*header))
+    print(line.format(*("-" * w for w in widths)))
+    for row in table:
+        print(line.format(*row))
+    for r in rows:
+        if not r.available:
+            print(f"\n{r.name}: {r.reason}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .io import atomic_write
+    from .problem import IsingProblem
+    from .registry import get_device
+
+    options = dict(_parse_option(o) for o in args.option)
+    problem = IsingProblem.load(args.file)
+    device = get_device(args.device)
+    ss = device.sample(problem, num_reads=args.num_reads, seed=args.seed, **options)
+    best = ss.top_k(args.top)
+    print(f"{args.file}: n={problem.n}  device={device.name}  reads={ss.num_reads}  "
+          f"seed={ss.info['seed']}")
+    print(f"timing: wall {ss.timing['wall_s']:.3f} s, queue {ss.timing['queue_s']:.3f} s, "
+          f"device {ss.timing['device_s']:.3f} s")
+    print(f"{'rank':>4}  {'energy':>16}  {'occurrences':>11}")
+    for k, (e, c) in enumerate(zip(best.energies, best.num_occurrences), 1):
+        print(f"{k:>4}  {e:>16.6f}  {c:>11d}")
+    if args.out:
+        text = json.dumps(ss.to_dict())
+        atomic_write(args.out, lambda f: f.write(text))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kpp", description="kpp-sdk: Ising machines from Python.")
+    parser.add_argument("--version", action="version", version=f"kpp-sdk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("devices", help="list registered devices and their limits")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("sample", help="sample a problem file on a device")
+    p.add_argument("file", help="problem file: .npz, .json or a rudy/Gset edge list (.txt)")
+    p.add_argument("--device", default="sa.cpu", help="device name (see `kpp devices`)")
+    p.add_argument("--num-reads", type=int, default=None, help="number of reads (samples)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (reproducible results)")
+    p.add_argument("--top", type=int, default=5, help="how many best distinct energies to print")
+    p.add_argument("--out", default=None, help="write the full result as JSON here")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="device option, e.g. -o num_sweeps=2000 -o acceptance=gibbs")
+    p.set_defaults(func=cmd_sample)
+
+    for add in _SUBCOMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KppError as exc:
+        print(f"kpp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, ValueError) as exc:
+        print(f"kpp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("kpp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Bridges to other ecosystems (dimod); each imports its library lazily."""

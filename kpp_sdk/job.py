@@ -1,0 +1,211 @@
+"""Jobs: the non-blocking handle every :meth:`Device.submit` returns.
+
+A local job is a real :class:`concurrent.futures.Future` run by any
+:class:`concurrent.futures.Executor` (a thread pool by default, a process pool or a
+dask.distributed ``client.get_executor()`` when one machine is not enough). ``result()`` either
+returns a :class:`SampleSet` or raises: it never returns None.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import enum
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import JobCancelledError, JobError, JobFailedError, JobTimeoutError
+
+__all__ = ["Job", "JobStatus", "wait", "as_completed", "FIRST_COMPLETED", "ALL_COMPLETED"]
+
+FIRST_COMPLETED = cf.FIRST_COMPLETED
+ALL_COMPLETED = cf.ALL_COMPLETED
+FIRST_EXCEPTION = cf.FIRST_EXCEPTION
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is. ``DONE``, ``FAILED`` and ``CANCELLED`` are final (:attr:`FINAL`)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+JobStatus.FINAL = _FINAL  # type: ignore[attr-defined]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Job:
+    """A submitted sampling job.
+
+    Parameters
+    ----------
+    future : concurrent.futures.Future
+        Resolves to a :class:`~kpp_sdk.SampleSet`. A cancellation inside the running work is
+        signalled by raising :class:`JobCancelledError` (or ``InterruptedError``).
+    job_id : str, optional
+    device : str
+        Name of the device that runs it.
+    cancel_event : threading.Event, optional
+        Set by :meth:`cancel` so that cooperative work that is already running can stop early.
+    cancel_hook : callable, optional
+        Called by :meth:`cancel` (remote devices use it to cancel on the server); returns True if
+        the cancellation was accepted.
+    """
+
+    def __init__(
+        self,
+        future: cf.Future,
+        job_id: str | None = None,
+        device: str = "",
+        *,
+        cancel_event: threading.Event | None = None,
+        cancel_hook: Callable[[], bool] | None = None,
+        submitted_at: float | None = None,
+    ):
+        self._future = future
+        self.id = job_id or new_job_id()
+        self.device = device
+        self._cancel_event = cancel_event
+        self._cancel_hook = cancel_hook
+        self.submitted_at = time.time() if submitted_at is None else submitted_at
+        self.finished_at: float | None = None
+        future.add_done_callback(self._mark_finished)
+
+    def _mark_finished(self, _f: cf.Future) -> None:
+        self.finished_at = time.time()
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, device={self.device!r}, status={self.status().value})"
+
+    # --- state ----------------------------------------------------------------------------
+
+    def status(self) -> JobStatus:
+        f = self._future
+        if f.cancelled():
+            return JobStatus.CANCELLED
+        if f.done():
+            exc = f.exception()
+            if exc is None:
+                return JobStatus.DONE
+            return JobStatus.CANCELLED if _is_cancellation(exc) else JobStatus.FAILED
+        if f.running():
+            return JobStatus.RUNNING
+        return JobStatus.QUEUED
+
+    def done(self) -> bool:
+        """True once the job is in a final state."""
+        return self._future.done()
+
+    def running(self) -> bool:
+        return self.status() is JobStatus.RUNNING
+
+    def cancelled(self) -> bool:
+        return self.status() is JobStatus.CANCELLED
+
+    def cancel(self) -> bool:
+        """Cancel the job; True if it will not produce a result.
+
+        A queued job is removed from its executor. A running local job is asked to stop at its
+        next check point (the annealers check between chunks of reads); it then ends CANCELLED.
+        A finished job cannot be cancelled (False).
+        """
+        if self._future.done():
+            return self.status() is JobStatus.CANCELLED
+        accepted = False
+        if self._cancel_hook is not None:
+            accepted = bool(self._cancel_hook())
+        if self._future.cancel():
+            return True
+        if self._cancel_event is not None:
+            self._cancel_event.set()
+            accepted = True
+        return accepted
+
+    # --- results --------------------------------------------------------------------------
+
+    def result(self, timeout: float | None = None):
+        """The :class:`SampleSet`; blocks up to ``timeout`` seconds (None: forever).
+
+        Raises
+        ------
+        JobTimeoutError
+            The timeout passed; the job keeps going, call ``result`` again later.
+        JobCancelledError
+            The job was cancelled.
+        JobFailedError
+            The work raised; the original exception is chained (``__cause__``).
+        """
+        try:
+            ss = self._future.result(timeout=timeout)
+        except cf.CancelledError:
+            raise JobCancelledError(f"job {self.id} was cancelled") from None
+        except cf.TimeoutError:
+            raise JobTimeoutError(
+                f"job {self.id} on {self.device or 'the device'} did not finish within "
+                f"{timeout} s (status {self.status().value}); it keeps running"
+            ) from None
+        except BaseException as exc:  # noqa: BLE001 - re-raised with a uniform class
+            if _is_cancellation(exc):
+                raise JobCancelledError(f"job {self.id} was cancelled while running") from None
+            if isinstance(exc, JobError):
+                raise
+            raise JobFailedError(f"job {self.id} on {self.device} failed: {exc!r}") from exc
+        if ss is None:  # pragma: no cover - a device bug; never hand None to the user
+            raise JobFailedError(f"job {self.id}: the device returned no result")
+        end = self.finished_at or time.time()
+        ss.timing["wall_s"] = max(end - self.submitted_at, 0.0)
+        ss.job_id = self.id
+        return ss
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.result(timeout)
+        except JobTimeoutError:
+            raise
+        except JobError as exc:
+            return exc
+        return None
+
+    def add_done_callback(self, fn: Callable[["Job"], Any]) -> None:
+        """Call ``fn(job)`` when the job reaches a final state (at once if it already has)."""
+        self._future.add_done_callback(lambda _f: fn(self))
+
+    @property
+    def future(self) -> cf.Future:
+        return self._future
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    return isinstance(exc, (JobCancelledError, InterruptedError, cf.CancelledError))
+
+
+def wait(jobs: Iterable[Job], timeout: float | None = None, return_when: str = ALL_COMPLETED):
+    """Like :func:`concurrent.futures.wait`: returns ``(done, not_done)`` sets of jobs."""
+    jobs = list(jobs)
+    by_future = {j._future: j for j in jobs}
+    done, not_done = cf.wait(by_future, timeout=timeout, return_when=return_when)
+    return {by_future[f] for f in done}, {by_future[f] for f in not_done}
+
+
+def as_completed(jobs: Iterable[Job], timeout: float | None = None) -> Iterator[Job]:
+    """Yield jobs as they finish; raises :class:`JobTimeoutError` if ``timeout`` passes first."""
+    jobs = list(jobs)
+    by_future = {j._future: j for j in jobs}
+    try:
+        for f in cf.as_completed(by_future, timeout=timeout):
+            yield by_future[f]
+    except cf.TimeoutError:
+        pending = sum(1 for f in by_future if not f.done())
+        raise JobTimeoutError(f"{pending} of {len(jobs)} jobs unfinished after {timeout} s") from None
