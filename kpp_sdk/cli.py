@@ -13,20 +13,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import InvalidOptionError, KppError
 
 EXIT_USAGE = 2
 
-_SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+#: Modules that add sub-commands: each has ``add_parser(subparsers)`` and imports nothing heavy
+#: (torch, fastapi) at module level, so ``kpp --version`` stays fast.
+PLUGIN_COMMANDS = (
+    "kpp_sdk.cloud.cli",       # kpp serve
+    "kpp_sdk.train_cli",       # kpp train
+    "kpp_sdk.emulator_cli",    # kpp emulate
+    "kpp_sdk.bench_cli",       # kpp bench
+)
 
 
-def subcommand(fn: Callable[[argparse._SubParsersAction], None]):
-    """Register a function that adds a sub-parser (other modules add ``train``, ``serve``...)."""
-    _SUBCOMMANDS[fn.__name__] = fn
-    return fn
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    import importlib
+
+    for name in PLUGIN_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that part of the SDK is not in this build
+            raise
+        module.add_parser(sub)
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -114,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device option, e.g. -o num_sweeps=2000 -o acceptance=gibbs")
     p.set_defaults(func=cmd_sample)
 
-    for add in _SUBCOMMANDS.values():
-        add(sub)
+    _add_plugin_commands(sub)
     return parser
 
 
