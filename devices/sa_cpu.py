@@ -88,6 +88,9 @@ class SimulatedAnnealingCPU(Device):
                           beta=options["beta"])
         return options
 
+    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+        check_initial_states(options["initial_states"], num_reads, problem.n)
+
     def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
              ctx: RunContext) -> RunResult:
         from ._sa_kernels import anneal

@@ -187,6 +187,10 @@ class Device(abc.ABC):
         :class:`InvalidOptionError` naming the option, the value and the allowed range."""
         return options
 
+    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+        """Checks that need the problem and ``num_reads`` together (e.g. the shape of initial
+        states); runs in :meth:`submit` after :meth:`_check_options`."""
+
     @classmethod
     def check_available(cls) -> None:
         """Raise :class:`MissingDependencyError` if an optional dependency is missing."""
@@ -261,6 +265,7 @@ class Device(abc.ABC):
         problem = self.check_problem(problem)
         num_reads = self._check_num_reads(self._default_num_reads if num_reads is None else num_reads)
         opts = self._check_options(self._merge_options(options, self._defaults), problem)
+        self._check_run(problem, num_reads, opts)
         seed = resolve_seed(seed)
         ex = self._executor_for(executor)
         job_id = new_job_id()

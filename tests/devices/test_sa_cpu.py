@@ -1,0 +1,124 @@
+"""sa.cpu through the Device contract: conformance, exact Boltzmann statistics, ground states."""
+
+import numpy as np
+import pytest
+
+import kpp_sdk
+from kpp_sdk import InvalidOptionError, IsingProblem
+from kpp_sdk.exact import boltzmann_distribution, empirical_distribution, ground_state, total_variation
+from kpp_sdk.instances import ground_energy, load_instance
+from kpp_sdk.testing import DeviceConformance
+
+
+class TestSACPUConformance(DeviceConformance):
+    fast_options = {"num_sweeps": 50}
+
+    def make_device(self):
+        return kpp_sdk.get_device("sa.cpu")
+
+
+@pytest.fixture(scope="module")
+def sa():
+    return kpp_sdk.get_device("sa.cpu")
+
+
+# With 20,000 samples the total-variation distance of even a perfect sampler is not zero: at
+# n = 10, beta = 0.5 it is ~0.036 (measured by drawing from the exact distribution), so TV < 0.05
+# leaves little room for a biased sampler. (At beta = 0.3 that floor is already 0.062.)
+@pytest.mark.parametrize("acceptance", ["metropolis", "gibbs"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("n", [8, 10])
+def test_sample_mode_matches_exact_boltzmann_distribution(sa, acceptance, sparse, n):
+    p = IsingProblem.random_sk(n, seed=11, fields=True)
+    p = p.to_sparse() if sparse else p
+    beta = 0.5
+    ss = sa.sample(p, num_reads=20_000, seed=5, mode="sample", beta=beta, num_sweeps=100,
+                   acceptance=acceptance)
+    tv = total_variation(empirical_distribution(p.n, ss.spins), boltzmann_distribution(p, beta))
+    assert tv < 0.05, f"TV = {tv:.3f}"
+
+
+def test_a_wrong_temperature_is_detected(sa):
+    """The TV check has teeth: samples at beta = 0.5 are far from the beta = 0.75 distribution."""
+    p = IsingProblem.random_sk(10, seed=11, fields=True)
+    ss = sa.sample(p, num_reads=20_000, seed=5, mode="sample", beta=0.5, num_sweeps=100)
+    assert total_variation(empirical_distribution(p.n, ss.spins), boltzmann_distribution(p, 0.75)) > 0.15
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_anneal_finds_exact_ground_state_for_n_le_12(sa, seed):
+    p = IsingProblem.random_sk(12, seed=100 + seed, fields=seed % 2 == 0)
+    emin, _ = ground_state(p)
+    ss = sa.sample(p, num_reads=20, seed=seed)
+    assert ss.best_energy == pytest.approx(emin)
+
+
+@pytest.mark.parametrize("family,n,index", [("SK1", 20, 0), ("SK1", 50, 1), ("SK1", 100, 0),
+                                            ("MC50", 20, 1), ("MC50", 60, 2), ("MC50", 100, 1)])
+def test_shipped_instances_reach_their_known_ground_energy(sa, family, n, index):
+    p = load_instance(family, n, index)
+    ss = sa.sample(p, num_reads=64, seed=0, num_sweeps=2000)
+    assert ss.best_energy == pytest.approx(ground_energy(family, n, index))
+
+
+def test_results_do_not_depend_on_thread_count(sa):
+    p = IsingProblem.random_sk(30, seed=1)
+    a = sa.sample(p, num_reads=37, seed=3, num_sweeps=100, num_threads=1)
+    b = sa.sample(p, num_reads=37, seed=3, num_sweeps=100, num_threads=2)
+    np.testing.assert_array_equal(a.spins, b.spins)
+
+
+def test_initial_states_and_custom_schedule(sa):
+    p = IsingProblem.random_sk(8, seed=2)
+    start = np.ones(8, dtype=np.int8)
+    # at a huge beta no uphill move is accepted, so a read started in the ground state stays there
+    emin, states = ground_state(p)
+    ss = sa.sample(p, num_reads=5, seed=0, beta_schedule=np.full(10, 1e6), initial_states=states[0])
+    np.testing.assert_array_equal(ss.spins, np.broadcast_to(states[0], (5, 8)))
+    with pytest.raises(InvalidOptionError, match="initial_states"):
+        sa.submit(p, num_reads=2, initial_states=np.zeros((2, 8)))
+    assert sa.sample(p, num_reads=3, seed=0, initial_states=start, num_sweeps=1,
+                     beta_schedule="linear").num_reads == 3
+
+
+@pytest.mark.parametrize(
+    "options,msg",
+    [({"acceptance": "glauber"}, "acceptance"), ({"mode": "sample"}, "needs beta"),
+     ({"mode": "sample", "beta": -1.0}, "positive"), ({"beta_range": (1.0,)}, "pair"),
+     ({"beta_schedule": "cosine"}, "beta_schedule"), ({"num_sweeps": 0}, "num_sweeps"),
+     ({"beta_schedule": [0.1, float("nan")]}, r"beta_schedule\[1\]"), ({"num_threads": 0}, "num_threads"),
+     ({"beta": 1.0}, "mode='sample'")],
+)
+def test_bad_option_values_are_rejected_at_submit(sa, options, msg):
+    with pytest.raises(InvalidOptionError, match=msg):
+        sa.submit(IsingProblem.random_sk(4, seed=0), **options)
+
+
+def test_default_beta_range_rule():
+    from kpp_sdk.annealing import default_beta_range
+
+    p = IsingProblem(np.array([[0, 2.0, 0], [2.0, 0, -0.5], [0, -0.5, 0]]), [1.0, 0, 0])
+    hot, cold = default_beta_range(p)
+    # largest single-flip increase: spin 1 (|2| + |-0.5|) * 2 = 5 or spin 0 (2 + 1) * 2 = 6
+    assert np.exp(-hot * 6.0) == pytest.approx(0.5)
+    # smallest nonzero increase: 2 * 0.5
+    assert np.exp(-cold * 1.0) == pytest.approx(0.01)
+
+
+def test_dimod_sampler_and_sampleset_round_trip():
+    dimod = pytest.importorskip("dimod")
+    from kpp_sdk.interop.dimod import as_dimod_sampler, from_dimod_sampleset, to_dimod_sampleset
+
+    bqm = dimod.BinaryQuadraticModel({"a": 1.0, "b": -0.5}, {("a", "b"): -1.0, ("b", "c"): 2.0}, 0.3,
+                                     dimod.BINARY)
+    sampler = as_dimod_sampler(kpp_sdk.get_device("sa.cpu"))
+    res = sampler.sample(bqm, num_reads=10, seed=1, num_sweeps=100)
+    assert res.vartype is dimod.BINARY
+    np.testing.assert_allclose(res.record.energy, bqm.energies(res))
+    assert res.first.energy == pytest.approx(min(bqm.energies(s) for s in dimod.ExactSolver().sample(bqm).samples()))
+    p = IsingProblem.random_sk(5, seed=0, fields=True)
+    ours = kpp_sdk.get_device("sa.cpu").sample(p, num_reads=4, seed=0, num_sweeps=20)
+    theirs = to_dimod_sampleset(ours)
+    np.testing.assert_allclose(theirs.record.energy, ours.energies)
+    back = from_dimod_sampleset(theirs, p)
+    np.testing.assert_array_equal(back.spins, ours.spins)
