@@ -64,6 +64,8 @@ class SimulatedAnnealingCPU(Device):
         "num_threads": None,
     }
 
+    FAST_OPTIONS = {"num_sweeps": 50}
+
     #: The largest problem; dense J needs n^2 * 8 bytes, so dense problems this large are
     #: limited by memory long before this.
     MAX_SPINS = 1 << 20

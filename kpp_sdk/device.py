@@ -145,6 +145,8 @@ class Device(abc.ABC):
     name: ClassVar[str] = ""
     OPTIONS: ClassVar[Mapping[str, Any]] = {}
     DEFAULT_NUM_READS: ClassVar[int] = 100
+    #: Options that make a run short (used by the conformance suite over every registered device).
+    FAST_OPTIONS: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, *, executor: cf.Executor | None = None, **defaults: Any):
         self._executor = executor

@@ -36,7 +36,7 @@ from .errors import (
 from .job import Job, JobStatus, as_completed, wait
 from .problem import IsingProblem
 
-__all__ = ["DeviceConformance", "CountingExecutor"]
+__all__ = ["DeviceConformance", "CountingExecutor", "conformance_for"]
 
 
 class CountingExecutor(cf.ThreadPoolExecutor):
@@ -233,3 +233,20 @@ class DeviceConformance:
         a = self.sample(dev, p, seed=9)
         b = self.sample(clone, p, seed=9)
         np.testing.assert_array_equal(a.spins, b.spins)
+
+
+def conformance_for(name: str, **device_options: Any) -> type:
+    """A ``Test...`` class running the suite on the registered device ``name`` with its
+    :attr:`Device.FAST_OPTIONS`."""
+    from .registry import device_class, get_device
+
+    cls = device_class(name)
+
+    class _Suite(DeviceConformance):
+        fast_options = dict(cls.FAST_OPTIONS)
+
+        def make_device(self) -> Device:
+            return get_device(name, **device_options)
+
+    _Suite.__name__ = _Suite.__qualname__ = "TestConformance_" + name.replace(".", "_")
+    return _Suite
