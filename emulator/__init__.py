@@ -1,0 +1,1 @@
+"""kpp_sdk.emulator: physics and timing of a measurement-feedback CIM."""
