@@ -36,7 +36,15 @@ def device_class(name: str) -> type[Device]:
     if name not in eps:
         known = ", ".join(sorted(eps)) or "(none: is kpp-sdk installed with pip?)"
         raise DeviceNotFoundError(f"no device named {name!r}; registered devices: {known}")
-    cls = eps[name].load()
+    try:
+        cls = eps[name].load()
+    except MissingDependencyError:
+        raise
+    except ImportError as exc:
+        raise DeviceNotFoundError(
+            f"device {name!r} is registered ({eps[name].value}) but cannot be imported: {exc}; "
+            "reinstall kpp-sdk or the plugin that provides it"
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Device)):
         raise KppError(f"entry point {name!r} -> {eps[name].value} is not a kpp_sdk.Device subclass")
     cls.check_available()

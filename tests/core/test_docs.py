@@ -1,4 +1,8 @@
-"""Every ```python block in docs/ runs (blocks of one page share a namespace, in order)."""
+"""Every ```python block in docs/ runs (blocks of one page share a namespace, in order).
+
+A block fenced as ```py is shown but not run: use it only for code that needs something the SDK
+cannot have here (e.g. another vendor's package in a before/after example).
+"""
 
 import re
 from pathlib import Path
