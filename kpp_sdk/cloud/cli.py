@@ -1,0 +1,99 @@
+"""``kpp serve``: the command-line front of :mod:`kpp_sdk.cloud.server`.
+
+Imports nothing heavy at module level (FastAPI and uvicorn load when the command runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import ConfigError, MissingDependencyError
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve", help="serve devices over HTTP for the cim.cloud device",
+        description="Serve registered devices over the kpp wire format (docs/cloud.md). Tokens "
+                    "come from --tokens-file and/or the KPP_SERVER_TOKENS environment variable.")
+    p.add_argument("--device", action="append", dest="devices", metavar="NAME",
+                   help="a device to serve (repeatable; the first is the default) [sa.cpu]")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="default option of the served devices, e.g. -o num_sweeps=2000")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="port [8000]")
+    p.add_argument("--tokens-file", metavar="FILE",
+                   help="accepted tokens, one 'name token [role=admin] [rate=R] [burst=B]' a line")
+    p.add_argument("--no-auth", action="store_true",
+                   help="accept requests without a token (only with a loopback --host)")
+    p.add_argument("--store", default="kpp-jobs.sqlite3", metavar="PATH",
+                   help="SQLite job store; jobs survive restarts [kpp-jobs.sqlite3]")
+    p.add_argument("--workers", type=int, default=1, help="jobs run at once [1]")
+    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                   metavar="N", help="larger request bodies get HTTP 413 [64 MiB]")
+    p.add_argument("--rate-limit", type=float, default=50.0, metavar="R",
+                   help="requests per second per token, 0 for none [50]")
+    p.add_argument("--burst", type=float, default=None, metavar="B",
+                   help="requests a token may make at once [2 x rate]")
+    p.add_argument("--max-attempts", type=int, default=3, metavar="K",
+                   help="a job the server died during K times is failed, not re-run [3]")
+    p.add_argument("--paused", action="store_true",
+                   help="start with the workers paused (resume: POST /v1/admin/workers/resume)")
+    p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
+                   help="on SIGTERM, seconds running jobs get before they are re-queued [10]")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate")
+    p.add_argument("--ssl-keyfile", default=None, help="the certificate's key")
+    p.add_argument("--openapi", metavar="FILE",
+                   help="write the OpenAPI document of the wire format to FILE ('-': stdout) "
+                        "and exit")
+    p.set_defaults(func=cmd_serve)
+
+
+def _need_server_extra() -> None:
+    for mod in ("fastapi", "uvicorn"):
+        try:
+            __import__(mod)
+        except ImportError:
+            raise MissingDependencyError(mod, extra="server", feature="kpp serve") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..cli import _parse_option
+
+    _need_server_extra()
+    from .server import ServerConfig, openapi_document, serve
+
+    if args.openapi:
+        text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+        if args.openapi == "-":
+            sys.stdout.write(text)
+        else:
+            from ..io import atomic_write
+
+            atomic_write(args.openapi, lambda f: f.write(text))
+        return 0
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.rate_limit < 0:
+        raise ConfigError(f"--rate-limit must be >= 0, got {args.rate_limit}")
+    if args.max_attempts < 1:
+        raise ConfigError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
+    config = ServerConfig(
+        devices=args.devices or ["sa.cpu"],
+        device_options=dict(_parse_option(o) for o in args.option),
+        host=args.host, port=args.port, tokens_file=args.tokens_file, no_auth=args.no_auth,
+        store=args.store, workers=args.workers, max_request_bytes=args.max_request_bytes,
+        rate_limit=args.rate_limit, burst=args.burst, max_attempts=args.max_attempts,
+        paused=args.paused, shutdown_grace_s=args.shutdown_grace, log_level=args.log_level,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+    )
+    serve(config)
+    return 0

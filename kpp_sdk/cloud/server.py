@@ -1,0 +1,889 @@
+"""``kpp serve``: any registered Device behind the kpp wire format (FastAPI + uvicorn).
+
+Pieces, outermost first:
+
+* :class:`BodyLimit` (ASGI): a request body over ``max_request_bytes`` gets 413 before the app
+  parses it. The body is read and dropped (up to :data:`DRAIN_LIMIT_FACTOR` times the limit) so
+  that the client, still uploading, reads the 413 instead of a reset connection.
+* :class:`AccessLog` (ASGI): one JSON log line per request (method, path, status, duration, the
+  client's *name*). Headers are never logged, so neither is a token.
+* The routes (see ``docs/openapi.json``): every one except ``/v1/health`` needs a bearer token,
+  and every authenticated request takes one unit of that token's rate limit (429 + Retry-After).
+* :class:`Dispatcher`: claims QUEUED jobs from the :class:`~kpp_sdk.cloud.store.JobStore` in
+  submission order and runs up to ``workers`` of them at once with ``device.submit`` on a thread
+  pool; results go back to the store. A cancel of a running job reaches the device's
+  cooperative cancellation.
+* :class:`ChangeNotifier`: wakes long polls (``POST /v1/jobs/poll``) when one of their jobs
+  changes state, so a client learns of a finished job within milliseconds without busy polling.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures at run time and the
+# fastapi names are imported inside create_app (so importing this module does not need them).
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..device import Device
+from ..errors import (
+    ConfigError,
+    DeviceNotFoundError,
+    InvalidOptionError,
+    JobCancelledError,
+    JobFailedError,
+    KppError,
+)
+from . import wire
+from .auth import Principal, RateLimiter, TokenRegistry
+from .errors import status_for_exception
+from .store import JobRow, JobStore
+
+__all__ = ["ServerConfig", "ServerState", "create_app", "build_state", "load_tokens", "serve",
+           "openapi_document", "Dispatcher", "ChangeNotifier", "configure_logging"]
+
+log = logging.getLogger("kpp_sdk.cloud.server")
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+#: A rejected body is read and dropped up to this multiple of the limit; past it the connection
+#: is closed (the client may then see a reset instead of the 413).
+DRAIN_LIMIT_FACTOR = 4
+#: Decoded arrays of one request may take at most this multiple of ``max_request_bytes``.
+DECODED_LIMIT_FACTOR = 4
+LONG_POLL_MAX_S = 30.0
+#: Seconds open requests get to finish after SIGTERM before they are cut off.
+HTTP_DRAIN_S = 2.0
+
+
+@dataclass
+class ServerConfig:
+    """Settings of one ``kpp serve`` process (the CLI flags of the same names)."""
+
+    devices: list[str] = field(default_factory=lambda: ["sa.cpu"])
+    device_options: dict = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tokens_file: str | None = None
+    no_auth: bool = False
+    store: str = "kpp-jobs.sqlite3"
+    workers: int = 1
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    rate_limit: float = 50.0
+    burst: float | None = None
+    max_attempts: int = 3
+    paused: bool = False
+    shutdown_grace_s: float = 10.0
+    log_level: str = "info"
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``event`` and the record's
+    ``kpp`` extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        doc.update(getattr(record, "kpp", {}) or {})
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(level: str = "info", stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _event(level: int, event: str, **fields: Any) -> None:
+    log.log(level, event, extra={"kpp": fields})
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, etype: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.etype, self.message, self.headers = status, etype, message, headers or {}
+
+
+def _error_body(status: int, etype: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": etype, "message": message}, "status": status}).encode()
+
+
+# --- ASGI middleware -----------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """413 for request bodies over ``max_bytes`` (see the module docstring)."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, int(max_bytes)
+
+    async def _reject(self, send: Any, size: str) -> None:
+        body = _error_body(413, "RequestTooLargeError",
+                           f"the request body is {size}; this server accepts at most "
+                           f"{self.max_bytes:,} bytes (kpp serve --max-request-bytes). Send a "
+                           "smaller problem, or a sparse one")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _drain(self, receive: Any, cap: int) -> None:
+        seen = 0
+        while seen <= cap:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            seen += len(msg.get("body", b""))
+            if not msg.get("more_body"):
+                return
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    length = int(v)
+                except ValueError:
+                    length = None
+        if length is not None:
+            if length > self.max_bytes:
+                await self._drain(receive, DRAIN_LIMIT_FACTOR * self.max_bytes)
+                return await self._reject(send, f"{length:,} bytes")
+            return await self.app(scope, receive, send)
+        # no Content-Length (chunked): buffer up to the limit, then replay to the app
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                break
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._drain(receive, DRAIN_LIMIT_FACTOR * self.max_bytes)
+                return await self._reject(send, f"over {self.max_bytes:,} bytes")
+            if not msg.get("more_body"):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+class AccessLog:
+    """One log line per request; adds ``X-Request-Id`` to every answer."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        rid = uuid.uuid4().hex[:12]
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status = [500]
+
+        async def send_wrapper(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+                msg = dict(msg)
+                msg["headers"] = [*msg.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            _event(logging.INFO, "request", method=scope["method"], path=scope["path"],
+                   status=status[0], ms=round(1000 * (time.perf_counter() - t0), 2),
+                   client=scope.get("state", {}).get("client", "-"), request_id=rid)
+
+
+# --- change notification -------------------------------------------------------------------------
+
+
+class ChangeNotifier:
+    """Wakes the long polls waiting on a job; :meth:`notify` may be called from any thread."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        #: Set when the server is shutting down: long polls answer at once.
+        self.closing = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def notify(self, job_id: str) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            loop.call_soon_threadsafe(self._wake, job_id)
+
+    def _wake(self, job_id: str) -> None:
+        for ev in self._waiters.pop(job_id, ()):
+            ev.set()
+
+    def wake_all(self) -> None:
+        """Answer every open long poll now (the server is shutting down)."""
+        self.closing = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake_everyone)
+
+    def _wake_everyone(self) -> None:
+        for key in list(self._waiters):
+            self._wake(key)
+
+    @contextlib.contextmanager
+    def watch(self, ids: Iterable[str]):
+        """An event set when any of ``ids`` changes (call in the event loop)."""
+        ev = asyncio.Event()
+        ids = list(ids)
+        for i in ids:
+            self._waiters.setdefault(i, set()).add(ev)
+        try:
+            yield ev
+        finally:
+            for i in ids:
+                s = self._waiters.get(i)
+                if s is not None:
+                    s.discard(ev)
+                    if not s:
+                        del self._waiters[i]
+
+
+# --- workers -------------------------------------------------------------------------------------
+
+
+def _check_submission(device: Device, problem: Any, num_reads: int, options: dict) -> None:
+    """Everything ``device.submit`` checks, without queueing work (raises KppError subclasses)."""
+    device.check_problem(problem)
+    device._check_num_reads(num_reads)
+    device._check_options(device._merge_options(options, device.options), problem)
+
+
+class Dispatcher:
+    """Runs stored jobs on the devices: at most ``workers`` at once, oldest first."""
+
+    def __init__(self, store: JobStore, devices: dict[str, Device], workers: int,
+                 notifier: ChangeNotifier, *, paused: bool = False,
+                 decoded_limit: int | None = None):
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        self.store, self.devices, self.workers, self.notifier = store, devices, workers, notifier
+        self.decoded_limit = decoded_limit
+        self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kpp-worker")
+        self._slots = threading.Semaphore(workers)
+        self._cond = threading.Condition()
+        # claim + register vs cancel; re-entrant because a job that is already over runs its
+        # done-callback (which takes this lock) inside add_done_callback
+        self._lock = threading.RLock()
+        self._running: dict[str, Any] = {}
+        self._user_cancelled: set[str] = set()
+        self._paused = paused
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # control
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="kpp-dispatch", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+        _event(logging.INFO, "workers.paused")
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+        _event(logging.INFO, "workers.resumed")
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def stop(self, grace_s: float) -> None:
+        """Stop claiming; give running jobs ``grace_s`` seconds, then stop them and put them back
+        in the queue (they run again at the next start). Later calls wait for the first."""
+        with self._cond:
+            first = not self._stopping
+            self._stopping = True
+            self._cond.notify_all()
+        if not first:
+            self._stopped.wait()
+            return
+        try:
+            self._stop(grace_s)
+        finally:
+            self._stopped.set()
+
+    def _stop(self, grace_s: float) -> None:
+        # no new claims from here on: the loop checks _stopping under _lock before claiming
+        deadline = time.monotonic() + grace_s
+        while self.running_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            left = list(self._running.values())
+        for job in left:
+            job.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True)
+
+    def cancel(self, job_id: str, owner: str) -> JobRow | None:
+        with self._lock:
+            row = self.store.cancel(job_id, owner)
+            if row is not None and row.status == "RUNNING":
+                self._user_cancelled.add(job_id)
+                job = self._running.get(job_id)
+                if job is not None:
+                    job.cancel()
+        if row is not None:
+            self.notifier.notify(job_id)
+        return row
+
+    # the loop
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._paused and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+            if not self._slots.acquire(timeout=0.5):
+                continue
+            try:
+                with self._lock:
+                    row = None if self._paused or self._stopping else self.store.claim_next()
+                    if row is not None:
+                        self._start(row)
+            except Exception:  # the dispatcher must survive a bad row
+                log.exception("dispatcher error")
+                row = None
+                self._slots.release()
+                time.sleep(0.1)
+                continue
+            if row is None:
+                self._slots.release()
+                with self._cond:
+                    if not self._stopping:
+                        self._cond.wait(timeout=1.0)
+
+    def _start(self, row: JobRow) -> None:
+        """Called with ``self._lock`` held and one slot taken."""
+        self.notifier.notify(row.id)
+        _event(logging.INFO, "job.started", job_id=row.id, client=row.owner, attempt=row.attempts)
+        try:
+            req = wire.SubmitRequest.model_validate_json(row.request or b"")
+            device = self.devices[row.device]
+            problem = wire.decode_problem(req.problem, max_bytes=self.decoded_limit)
+            options = wire.decode_options(req.options, max_bytes=self.decoded_limit)
+            job = device.submit(problem, num_reads=req.num_reads, seed=req.seed,
+                                executor=self._pool, **options)
+        except Exception as exc:  # noqa: BLE001 - recorded as the job's failure
+            self._record(row, "FAILED", error=(type(exc).__name__, str(exc)))
+            self._slots.release()
+            return
+        self._running[row.id] = job
+        if row.cancel_requested:
+            self._user_cancelled.add(row.id)
+            job.cancel()
+        job.add_done_callback(lambda j, row=row: self._finished(row, j))
+
+    def _finished(self, row: JobRow, job: Any) -> None:
+        try:
+            try:
+                ss = job.result(timeout=0)
+            except JobCancelledError:
+                with self._lock:
+                    by_user = row.id in self._user_cancelled
+                if self._stopping and not by_user:
+                    self._record(row, "QUEUED")
+                else:
+                    self._record(row, "CANCELLED")
+            except JobFailedError as exc:
+                cause = exc.__cause__ or exc
+                self._record(row, "FAILED", error=(type(cause).__name__, str(cause)))
+            else:
+                payload = json.dumps(wire.encode_sampleset(ss), separators=(",", ":")).encode()
+                self._record(row, "DONE", result=payload)
+        except Exception as exc:  # e.g. the result could not be encoded
+            log.exception("could not record job %s", row.id)
+            self._record(row, "FAILED", error=(type(exc).__name__, str(exc)))
+        finally:
+            with self._lock:
+                self._running.pop(row.id, None)
+                self._user_cancelled.discard(row.id)
+            self._slots.release()
+            self.wake()
+
+    def _record(self, row: JobRow, status: str, *, result: bytes | None = None,
+                error: tuple[str, str] | None = None) -> None:
+        ok = self.store.finish(row.id, row.attempts, status, result=result, error=error)
+        fields: dict[str, Any] = {"job_id": row.id, "client": row.owner, "status": status,
+                                  "attempt": row.attempts}
+        if error:
+            fields["error"] = f"{error[0]}: {error[1]}"[:500]
+        if not ok:
+            fields["stale"] = True
+        _event(logging.INFO if status in ("DONE", "QUEUED") else logging.WARNING, "job.finished",
+               **fields)
+        self.notifier.notify(row.id)
+
+
+# --- the application ---------------------------------------------------------------------------
+
+
+@dataclass
+class ServerState:
+    config: ServerConfig
+    store: JobStore
+    devices: dict[str, Device]
+    descriptions: dict[str, dict]
+    tokens: TokenRegistry | None
+    limiter: RateLimiter
+    notifier: ChangeNotifier
+    dispatcher: Dispatcher
+
+    @property
+    def default_device(self) -> str:
+        return self.config.devices[0]
+
+    @property
+    def decoded_limit(self) -> int:
+        return DECODED_LIMIT_FACTOR * self.config.max_request_bytes
+
+
+def describe_device(name: str, device: Device, max_request_bytes: int) -> dict:
+    props = device.properties.to_dict()
+    props["extra"] = dict(props.get("extra") or {})
+    return wire.DeviceDescription(
+        name=name,
+        properties=wire.DevicePropertiesModel(**props),
+        options=wire.encode_options(device.options),
+        default_num_reads=device._default_num_reads,
+        max_request_bytes=max_request_bytes,
+    ).model_dump(mode="json")
+
+
+def load_tokens(config: ServerConfig, environ: dict | None = None) -> TokenRegistry | None:
+    """The accepted tokens (None: ``--no-auth``); raises ConfigError for an unusable setup."""
+    tokens = TokenRegistry.load(config.tokens_file, environ)
+    if len(tokens) == 0 and not config.no_auth:
+        raise ConfigError(
+            "no API tokens: pass --tokens-file FILE or set KPP_SERVER_TOKENS "
+            "(see docs/cloud.md), or --no-auth for a loopback-only test server")
+    if config.no_auth:
+        if len(tokens):
+            raise ConfigError("--no-auth cannot be combined with tokens")
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("--no-auth is only allowed on a loopback --host (127.0.0.1)")
+        return None
+    return tokens
+
+
+def build_state(config: ServerConfig, tokens: TokenRegistry | None = None,
+                environ: dict | None = None) -> ServerState:
+    """Open the store (recovering jobs of a server that died), load tokens and devices."""
+    from ..registry import get_device
+
+    if not config.devices:
+        raise ConfigError("kpp serve needs at least one --device")
+    if len(set(config.devices)) != len(config.devices):
+        raise ConfigError(f"a device is named twice in --device {config.devices}")
+    if tokens is None and not config.no_auth:
+        tokens = load_tokens(config, environ)
+    if config.tokens_file and not TokenRegistry.file_is_private(config.tokens_file):
+        _event(logging.WARNING, "tokens file is readable by other users; chmod 600 it",
+               path=str(config.tokens_file))
+    if config.max_request_bytes < 1024:
+        raise ConfigError(
+            f"--max-request-bytes must be at least 1024, got {config.max_request_bytes}")
+    devices = {name: get_device(name, **config.device_options) for name in config.devices}
+    store = JobStore(config.store, max_attempts=config.max_attempts)
+    store.lock()
+    for row in store.recover():
+        _event(logging.WARNING, "job.recovered", job_id=row.id, client=row.owner,
+               status=row.status, attempts=row.attempts)
+    notifier = ChangeNotifier()
+    state = ServerState(
+        config=config, store=store, devices=devices,
+        descriptions={n: describe_device(n, d, config.max_request_bytes)
+                      for n, d in devices.items()},
+        tokens=tokens, limiter=RateLimiter(config.rate_limit, config.burst), notifier=notifier,
+        dispatcher=Dispatcher(store, devices, config.workers, notifier, paused=config.paused,
+                              decoded_limit=DECODED_LIMIT_FACTOR * config.max_request_bytes),
+    )
+    return state
+
+
+def _watcher_key(watcher: str) -> str:
+    return "watcher:" + watcher
+
+
+_ERRORS = {code: {"model": wire.ErrorResponse} for code in (401, 404, 413, 422, 429, 500)}
+
+
+def create_app(state: ServerState | None):
+    """The FastAPI application. ``state`` None builds the routes only (for the OpenAPI document)."""
+    from fastapi import Depends, FastAPI, Request, Response
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if state is not None:
+            state.notifier.bind(asyncio.get_running_loop())
+            state.dispatcher.start()
+            _event(logging.INFO, "server.started", devices=list(state.devices),
+                   workers=state.config.workers, store=str(state.config.store),
+                   paused=state.dispatcher.paused)
+        yield
+        if state is not None:
+            await run_in_threadpool(state.dispatcher.stop, state.config.shutdown_grace_s)
+            state.store.close()
+            _event(logging.INFO, "server.stopped")
+
+    app = FastAPI(
+        title="kpp-sdk cloud API",
+        version=__version__,
+        summary="Ising machines over HTTP: the wire format of `kpp serve` and the cim.cloud device",
+        description=("Wire format version 1; see docs/wire-format.md. Every endpoint except "
+                     "/v1/health needs `Authorization: Bearer <token>`."),
+        lifespan=lifespan,
+    )
+    if state is not None:
+        app.add_middleware(BodyLimit, max_bytes=state.config.max_request_bytes)
+        app.add_middleware(AccessLog)
+
+    def _st() -> ServerState:
+        if state is None:  # pragma: no cover - the OpenAPI-only app serves nothing
+            raise ApiError(503, "ServerError", "this application has no server state")
+        return state
+
+    # errors
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return Response(_error_body(exc.status, exc.etype, exc.message), exc.status,
+                        headers=exc.headers, media_type="application/json")
+
+    @app.exception_handler(KppError)
+    async def _kpp_error(request: Request, exc: KppError):
+        status = status_for_exception(exc)
+        if status == 500:
+            log.error("unexpected error", exc_info=exc)
+        return Response(_error_body(status, type(exc).__name__, str(exc)), status,
+                        media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{loc}: {err.get('msg')}")
+        msg = "the request does not follow wire format v1: " + "; ".join(parts)
+        return Response(_error_body(422, "ValidationError", msg), 422,
+                        media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        etype = "NotFoundError" if exc.status_code == 404 else "CloudError"
+        return Response(_error_body(exc.status_code, etype, str(exc.detail)), exc.status_code,
+                        headers=getattr(exc, "headers", None), media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.error("unexpected error", exc_info=exc)
+        rid = request.scope.get("state", {}).get("request_id", "?")
+        return Response(_error_body(500, "ServerError", f"internal error (request {rid})"), 500,
+                        media_type="application/json")
+
+    # authentication and rate limit
+    bearer = HTTPBearer(auto_error=False, description="an API token from the server's tokens file")
+
+    async def principal(request: Request,
+                        creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        st = _st()
+        if st.tokens is None:
+            who = Principal("local", role="admin")
+        else:
+            who = st.tokens.identify(creds.credentials) if creds is not None else None
+            if who is None:
+                raise ApiError(401, "AuthenticationError",
+                               "missing or invalid bearer token; send 'Authorization: Bearer "
+                               "<token>' with a token this server knows",
+                               {"WWW-Authenticate": 'Bearer realm="kpp"'})
+        request.state.client = who.name
+        wait = st.limiter.check(who)
+        if wait > 0:
+            secs = max(1, math.ceil(wait))
+            raise ApiError(429, "RateLimitError",
+                           f"rate limit exceeded for client {who.name!r}; retry after {secs} s",
+                           {"Retry-After": str(secs)})
+        return who
+
+    async def admin(who: Principal = Depends(principal)) -> Principal:
+        if not who.is_admin:
+            raise ApiError(403, "AuthenticationError", f"client {who.name!r} is not an admin")
+        return who
+
+    P = wire.API_PREFIX
+
+    @app.get(f"{P}/health", response_model=wire.Health, tags=["server"])
+    async def health():
+        """Liveness; needs no token."""
+        return {"status": "ok", "wire_version": wire.WIRE_VERSION,
+                "server": f"kpp-sdk {__version__}"}
+
+    @app.get(f"{P}/devices", response_model=wire.DeviceList, responses=_ERRORS, tags=["devices"])
+    async def list_devices(who: Principal = Depends(principal)):
+        st = _st()
+        return {"devices": list(st.descriptions.values()), "default": st.default_device}
+
+    @app.get(f"{P}/devices/{{name}}", response_model=wire.DeviceDescription, responses=_ERRORS,
+             tags=["devices"])
+    async def get_device_description(name: str, who: Principal = Depends(principal)):
+        st = _st()
+        if name not in st.descriptions:
+            raise DeviceNotFoundError(
+                f"this server does not serve {name!r}; it serves {sorted(st.descriptions)}")
+        return st.descriptions[name]
+
+    @app.post(f"{P}/jobs", response_model=wire.JobInfo, status_code=201,
+              responses={200: {"description": "the job already submitted with this idempotency "
+                                              "key (header Idempotent-Replayed: true)",
+                               "model": wire.JobInfo},
+                         409: {"model": wire.ErrorResponse}, **_ERRORS}, tags=["jobs"])
+    def submit_job(req: wire.SubmitRequest, response: Response,
+                   who: Principal = Depends(principal)):
+        """Queue a job. Validation (problem, size, options) happens here, before queueing."""
+        st = _st()
+        name = req.device or st.default_device
+        if name not in st.devices:
+            raise DeviceNotFoundError(
+                f"this server does not serve {name!r}; it serves {sorted(st.devices)}")
+        request_hash = hashlib.sha256(
+            req.model_dump_json(exclude={"idempotency_key", "watcher"}).encode()).hexdigest()
+        existing = st.store.list_by_key(who.name, req.idempotency_key)
+        if existing is None:
+            device = st.devices[name]
+            problem = wire.decode_problem(req.problem, max_bytes=st.decoded_limit,
+                                          max_spins=device.properties.max_spins)
+            options = wire.decode_options(req.options, max_bytes=st.decoded_limit)
+            _check_submission(device, problem, req.num_reads, options)
+            result_bytes = req.num_reads * ((problem.n + 7) // 8)
+            if result_bytes > st.decoded_limit:
+                raise InvalidOptionError(
+                    f"num_reads = {req.num_reads} x {problem.n} spins would make a result of "
+                    f"{result_bytes:,} bytes, over this server's limit of {st.decoded_limit:,}; "
+                    "split the job")
+        row, created = st.store.insert(
+            owner=who.name, idempotency_key=req.idempotency_key, request_hash=request_hash,
+            device=name, num_spins=req.problem.num_spins, num_reads=req.num_reads, seed=req.seed,
+            request=req.model_dump_json(exclude={"watcher"}).encode())
+        if req.watcher:
+            st.notifier.notify(_watcher_key(req.watcher))
+        if created:
+            _event(logging.INFO, "job.queued", job_id=row.id, client=who.name, device=name,
+                   num_spins=row.num_spins, num_reads=row.num_reads)
+            st.dispatcher.wake()
+        else:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+        return row.to_info()
+
+    @app.get(f"{P}/jobs", response_model=wire.JobList, responses=_ERRORS, tags=["jobs"])
+    def list_jobs(status: wire.JobStatusName | None = None, limit: int = 100, offset: int = 0,
+                  who: Principal = Depends(principal)):
+        """This token's jobs, oldest first."""
+        limit = min(max(int(limit), 1), 10_000)
+        rows = _st().store.list(who.name, status=status, limit=limit, offset=max(int(offset), 0))
+        return {"jobs": [r.to_info() for r in rows]}
+
+    @app.post(f"{P}/jobs/poll", response_model=wire.PollResponse, responses=_ERRORS, tags=["jobs"])
+    async def poll_jobs(req: wire.PollRequest, who: Principal = Depends(principal)):
+        """Answers as soon as a job's status differs from the one given (a long poll)."""
+        st = _st()
+        wait = 0.0 if st.notifier.closing else min(req.wait, LONG_POLL_MAX_S)
+        ids = list(req.jobs)
+        keys = ids + ([_watcher_key(req.watcher)] if req.watcher else [])
+
+        def answer(rows: dict) -> dict:
+            return {"jobs": [rows[i].to_info() for i in ids if i in rows],
+                    "missing": [i for i in ids if i not in rows]}
+
+        with st.notifier.watch(keys) as changed:
+            rows = await run_in_threadpool(st.store.get_many, ids, who.name)
+            if wait <= 0 or len(rows) < len(ids) or any(
+                    r.status != req.jobs[i] for i, r in rows.items()):
+                return answer(rows)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=wait)
+        return answer(await run_in_threadpool(st.store.get_many, ids, who.name))
+
+    def _owned(job_id: str, who: Principal) -> JobRow:
+        row = _st().store.get(job_id, who.name)
+        if row is None:
+            raise ApiError(404, "NotFoundError", f"no job {job_id!r} for client {who.name!r}")
+        return row
+
+    @app.get(f"{P}/jobs/{{job_id}}", response_model=wire.JobInfo, responses=_ERRORS, tags=["jobs"])
+    def get_job(job_id: str, watcher: str | None = None, who: Principal = Depends(principal)):
+        """A job's state; ``watcher`` wakes that watcher's long poll (a client re-attaching)."""
+        row = _owned(job_id, who)
+        if watcher:
+            _st().notifier.notify(_watcher_key(watcher))
+        return row.to_info()
+
+    @app.get(f"{P}/jobs/{{job_id}}/problem", response_model=wire.SubmitRequest, responses=_ERRORS,
+             tags=["jobs"])
+    def get_job_request(job_id: str, who: Principal = Depends(principal)):
+        """The submitted request (to re-attach to a job from another process)."""
+        body = _st().store.request_of(job_id, who.name)
+        if body is None:
+            raise ApiError(404, "NotFoundError", f"no job {job_id!r} for client {who.name!r}")
+        return Response(body, media_type="application/json")
+
+    @app.get(f"{P}/jobs/{{job_id}}/result", response_model=wire.JobResult, responses=_ERRORS,
+             tags=["jobs"])
+    def get_job_result(job_id: str, who: Principal = Depends(principal)):
+        """The result; ``sampleset`` is null until the job is DONE (and for FAILED/CANCELLED)."""
+        st = _st()
+        row = _owned(job_id, who)
+        stored = st.store.result_of(job_id, who.name) if row.status == "DONE" else None
+        info = json.dumps(row.to_info(), separators=(",", ":")).encode()
+        body = b'{"job":' + info + b',"sampleset":' + (stored or b"null") + b"}"
+        return Response(body, media_type="application/json")
+
+    @app.delete(f"{P}/jobs/{{job_id}}", response_model=wire.JobInfo, responses=_ERRORS,
+                tags=["jobs"])
+    def cancel_job(job_id: str, who: Principal = Depends(principal)):
+        """Cancel: a queued job ends CANCELLED at once; a running one is asked to stop
+        (``cancel_requested``); a finished one is unchanged."""
+        row = _st().dispatcher.cancel(job_id, who.name)
+        if row is None:
+            raise ApiError(404, "NotFoundError", f"no job {job_id!r} for client {who.name!r}")
+        _event(logging.INFO, "job.cancel", job_id=job_id, client=who.name, status=row.status)
+        return row.to_info()
+
+    def _workers() -> dict:
+        st = _st()
+        counts = st.store.counts()
+        return {"paused": st.dispatcher.paused, "workers": st.config.workers,
+                "queued": counts.get("QUEUED", 0), "running": counts.get("RUNNING", 0)}
+
+    @app.get(f"{P}/admin/workers", response_model=wire.WorkerState, responses=_ERRORS,
+             tags=["admin"])
+    def workers_state(who: Principal = Depends(admin)):
+        return _workers()
+
+    @app.post(f"{P}/admin/workers/pause", response_model=wire.WorkerState, responses=_ERRORS,
+              tags=["admin"])
+    def pause_workers(who: Principal = Depends(admin)):
+        """Stop starting queued jobs (running ones finish); for maintenance and tests."""
+        _st().dispatcher.pause()
+        return _workers()
+
+    @app.post(f"{P}/admin/workers/resume", response_model=wire.WorkerState, responses=_ERRORS,
+              tags=["admin"])
+    def resume_workers(who: Principal = Depends(admin)):
+        _st().dispatcher.resume()
+        return _workers()
+
+    return app
+
+
+def openapi_document() -> dict:
+    """The OpenAPI document of the wire format (what ``docs/openapi.json`` holds)."""
+    return create_app(None).openapi()
+
+
+def serve(config: ServerConfig) -> None:
+    """Run the server until SIGINT/SIGTERM (blocking)."""
+    try:
+        import uvicorn
+    except ImportError:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError("uvicorn", extra="server", feature="kpp serve") from None
+    tokens = load_tokens(config)  # configuration errors before the logging is taken over
+    configure_logging(config.log_level)
+    state = build_state(config, tokens)
+    app = create_app(state)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # before uvicorn drains connections: stop taking jobs, start re-queueing running
+            # ones, answer the open long polls
+            if not self.should_exit:
+                _event(logging.INFO, "server.stopping", signal=int(sig))
+                threading.Thread(target=state.dispatcher.stop, args=(config.shutdown_grace_s,),
+                                 name="kpp-stop", daemon=True).start()
+                state.notifier.wake_all()
+            super().handle_exit(sig, frame)
+
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.ssl_certfile:
+        _event(logging.WARNING, "serving plain HTTP on a non-loopback address: tokens cross the "
+               "network unencrypted; use --ssl-certfile/--ssl-keyfile or a TLS proxy",
+               host=config.host)
+    Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
+                          access_log=False, log_level=config.log_level,
+                          ssl_certfile=config.ssl_certfile, ssl_keyfile=config.ssl_keyfile,
+                          # requests still open after SIGTERM get this long; the clients retry
+                          # what is cut off, and every request is safe to repeat
+                          timeout_graceful_shutdown=HTTP_DRAIN_S)).run()
