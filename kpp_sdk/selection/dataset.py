@@ -1,0 +1,184 @@
+"""PyTorch side of active selection: a Dataset that carries embeddings, a sampler that hands out
+candidate pools, and a collate_fn that keeps the best ``batch_size`` of each pool.
+
+Typical use (online batch selection: each training batch is chosen from a 4x larger pool)::
+
+    store = NumpyStore.from_embeddings(encoder_outputs)          # or FaissStore, load_store(path)
+    data = EmbeddingDataset(train_set, store)                    # item -> (sample, embedding, index)
+    loader = DataLoader(
+        data,
+        batch_sampler=CandidatePoolSampler(len(data), batch_size=64, pool_factor=4, seed=0),
+        collate_fn=SelectionCollate(QUBOSelector("sa.cpu"), batch_size=64,
+                                    uncertainty_fn=lambda pool, idx: entropy(model(pool[0]))),
+    )
+    for (x, y), emb, idx in loader:                              # 64 chosen of 256 candidates
+        ...
+
+``uncertainty_fn`` runs inside the collate, under ``torch.no_grad()``, in the process that runs
+the collate: keep ``num_workers=0`` when it calls the model being trained (a worker process would
+score with a stale copy of it), or score from a table the training loop keeps up to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingDependencyError
+from .errors import InvalidBatchSizeError, SelectionError, check_scores
+from .selectors import Selector
+from .store import VectorStore
+
+try:
+    import torch
+    from torch.utils.data import Dataset, Sampler
+    from torch.utils.data._utils.collate import default_collate
+except ImportError:  # pragma: no cover - exercised only without torch
+    raise MissingDependencyError("torch", extra="torch", feature="kpp_sdk.selection.dataset") from None
+
+__all__ = ["CandidatePoolSampler", "EmbeddingDataset", "SelectionCollate"]
+
+
+class EmbeddingDataset(Dataset):
+    """``dataset[i]`` with its stored embedding: item ``i`` is ``(sample, embedding, i)``.
+
+    ``embedding`` is a float32 tensor of shape ``(store.dim,)`` (unit length for a cosine store).
+    The store must hold one vector per sample, in the dataset's order (store id = dataset index).
+    """
+
+    def __init__(self, dataset: Any, store: VectorStore):
+        if not isinstance(store, VectorStore):
+            raise SelectionError(
+                f"store must be a VectorStore (NumpyStore, FaissStore, ...), got {type(store).__name__}"
+            )
+        if len(dataset) != len(store):
+            raise SelectionError(
+                f"the dataset has {len(dataset)} samples but the store holds {len(store)} "
+                "embeddings; embed every sample once, in dataset order"
+            )
+        self.dataset = dataset
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor, int]:
+        index = int(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index %= len(self)
+        emb = torch.from_numpy(np.array(self.store.get([index])[0], dtype=np.float32))
+        return self.dataset[index], emb, index
+
+    def embeddings(self, indices: Any = None) -> np.ndarray:
+        """Stored embeddings of ``indices`` (all when None), ``(m, dim)`` float32."""
+        ids = np.arange(len(self)) if indices is None else indices
+        return self.store.get(ids)
+
+
+class CandidatePoolSampler(Sampler):
+    """A batch sampler whose "batches" are candidate pools of ``pool_factor * batch_size`` indices.
+
+    Each epoch is a fresh random permutation (reproducible from ``seed``; epoch e uses the e-th
+    draw of that stream) cut into pools. With ``drop_last=True`` (default) every pool is full and
+    the few left-over indices wait for the next epoch's permutation; with ``drop_last=False`` the
+    last pool may be smaller than the batch, which :class:`SelectionCollate` refuses.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, pool_factor: float = 4,
+                 drop_last: bool = True, seed: Any = None):
+        if isinstance(num_samples, (bool, np.bool_)) or not isinstance(num_samples, (int, np.integer)) \
+                or num_samples < 1:
+            raise SelectionError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise InvalidBatchSizeError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not (np.isfinite(pool_factor) and pool_factor >= 1):
+            raise SelectionError(f"pool_factor must be >= 1, got {pool_factor!r}")
+        self.pool_size = round(pool_factor * batch_size)
+        if self.pool_size > num_samples:
+            raise InvalidBatchSizeError(
+                f"a pool of {self.pool_size} candidates ({pool_factor} x batch {batch_size}) exceeds "
+                f"the {num_samples} samples; lower pool_factor or batch_size"
+            )
+        self.num_samples = int(num_samples)
+        self.batch_size = int(batch_size)
+        self.drop_last = bool(drop_last)
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.pool_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = self._rng.permutation(self.num_samples)
+        for lo in range(0, self.num_samples, self.pool_size):
+            pool = perm[lo:lo + self.pool_size]
+            if len(pool) < self.pool_size and self.drop_last:
+                return
+            yield pool.tolist()
+
+
+class SelectionCollate:
+    """A ``collate_fn`` that keeps ``batch_size`` items of each candidate pool.
+
+    Parameters
+    ----------
+    selector : Selector
+        :class:`~kpp_sdk.selection.QUBOSelector` or a baseline.
+    batch_size : int
+        Items kept per pool (exactly; a smaller pool raises :class:`InvalidBatchSizeError`).
+    uncertainty_fn : callable, optional
+        ``uncertainty_fn(pool, indices) -> (pool_size,)`` scores, where ``pool`` is the collated
+        candidate samples and ``indices`` an int64 tensor of their dataset indices. Called under
+        ``torch.no_grad()``.
+    collate_fn : callable
+        Collates samples (default: torch's ``default_collate``).
+    seed : int or numpy Generator, optional
+        Seeds the solver and the random baseline; one draw per pool.
+
+    Returns ``(samples, embeddings, indices)`` for the chosen items: ``collate_fn`` of their
+    samples, a ``(batch_size, dim)`` float32 tensor, and an int64 tensor. :attr:`last_selection`
+    holds the chosen positions within the last pool.
+    """
+
+    def __init__(self, selector: Selector, batch_size: int, uncertainty_fn: Callable | None = None,
+                 *, collate_fn: Callable = default_collate, seed: Any = None):
+        if not callable(getattr(selector, "select", None)):
+            raise SelectionError(f"selector must have a select() method, got {type(selector).__name__}")
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise InvalidBatchSizeError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.selector = selector
+        self.batch_size = int(batch_size)
+        self.uncertainty_fn = uncertainty_fn
+        self.collate_fn = collate_fn
+        self._rng = np.random.default_rng(seed)
+        self.last_selection: np.ndarray | None = None
+
+    def __call__(self, items: list) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        if len(items) < self.batch_size:
+            raise InvalidBatchSizeError(
+                f"cannot select {self.batch_size} items from a pool of {len(items)}; give the "
+                "DataLoader CandidatePoolSampler(..., drop_last=True) or a larger pool"
+            )
+        try:
+            samples, embs, indices = zip(*items)
+        except (TypeError, ValueError):
+            raise SelectionError(
+                "SelectionCollate expects items (sample, embedding, index) from EmbeddingDataset"
+            ) from None
+        emb = torch.stack([torch.as_tensor(e, dtype=torch.float32) for e in embs])
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        scores = None
+        if self.uncertainty_fn is not None:
+            with torch.no_grad():
+                scores = self.uncertainty_fn(self.collate_fn(list(samples)), idx)
+            scores = check_scores(scores, len(items))
+        picks = self.selector.select(emb.numpy(), self.batch_size, uncertainty=scores,
+                                     seed=self._rng)
+        self.last_selection = np.asarray(picks)
+        chosen = torch.as_tensor(self.last_selection, dtype=torch.int64)
+        return self.collate_fn([samples[i] for i in self.last_selection]), emb[chosen], idx[chosen]
