@@ -1,0 +1,689 @@
+"""The bridge between PyTorch energy-based models and Ising machines.
+
+A :class:`ModelSampler` draws the two phases of the log-likelihood gradient of a Boltzmann
+machine (:mod:`kpp_sdk.models`):
+
+* ``positive(model, visible)``: data states with the hidden units filled in: ``E[h | v]`` where
+  ``p(h | v)`` factorises (RBMs: exact, no sampling), otherwise samples of ``p(h | v)`` (clamped
+  sampling);
+* ``negative(model, visible)``: samples of the model.
+
+Then ``model.objective(positive, negative)`` is the loss whose gradient is the negative
+log-likelihood gradient. Samplers in one API:
+
+* :class:`BoltzmannSampler`: model weights -> :class:`~kpp_sdk.IsingProblem` -> a device job ->
+  torch tensors on the model's device; any :class:`~kpp_sdk.Device` (or a Kaiwu optimizer, an
+  object with ``solve(ising_matrix)``).
+* :class:`ContrastiveDivergence` (CD-k) and :class:`PersistentContrastiveDivergence` (PCD):
+  Gibbs sampling in torch, the baselines.
+* :class:`ExactSampler`: exact Boltzmann samples by enumeration, for small models and tests.
+
+Spin mapping: units ``x in {0, 1}``, spins ``s = 2x - 1``; :meth:`AbstractBoltzmannMachine.to_ising`
+gives a problem whose energy equals the model's, so Ising samples at inverse temperature 1 are
+model samples.
+"""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures as cf
+import math
+import weakref
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from .device import Device, DeviceProperties, RunContext, RunResult
+from .errors import (
+    InvalidOptionError,
+    InvalidSpinsError,
+    KppError,
+    MissingDependencyError,
+    ProblemError,
+    ProblemTooLargeError,
+)
+from .problem import IsingProblem
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - exercised only without torch
+    raise MissingDependencyError("torch", extra="models", feature="kpp_sdk.torch_bridge") from None
+
+__all__ = [
+    "ModelSampler", "BoltzmannSampler", "ContrastiveDivergence", "PersistentContrastiveDivergence",
+    "ExactSampler", "KaiwuOptimizerDevice", "DeviceOptimizer", "InlineExecutor", "as_device",
+    "as_sampler", "estimate_beta", "supports_boltzmann_sampling", "kaiwu_solution_to_spins",
+]
+
+
+# --- executors, devices and Kaiwu optimizers ------------------------------------------------
+
+
+class InlineExecutor(cf.Executor):
+    """Runs each submitted call at once in the caller's thread and returns a finished future.
+
+    A training loop waits for every sample it asks for, so handing local work to a worker thread
+    only adds thread hand-offs; :class:`BoltzmannSampler` uses this for local devices."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut: cf.Future = cf.Future()
+        fut.set_running_or_notify_cancel()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            fut.set_exception(exc)
+        return fut
+
+
+def kaiwu_solution_to_spins(solution: Any, n: int) -> np.ndarray:
+    """Spins ``(k, n)`` from a Kaiwu solver's ``(k, n+1)`` output (last column: the ancilla).
+
+    The Kaiwu energy ``-[s, a]^T M [s, a]`` is unchanged by flipping every spin, ancilla
+    included, so each row is multiplied by its ancilla to fix the gauge ``a = +1``."""
+    sol = np.asarray(solution)
+    if sol.ndim == 1:
+        sol = sol[None, :]
+    if sol.ndim != 2 or sol.shape[1] != n + 1 or sol.shape[0] == 0:
+        raise InvalidSpinsError(
+            f"a Kaiwu solver must return spins of shape (k, {n + 1}) (n spins + the ancilla) "
+            f"with k >= 1, got shape {sol.shape}")
+    if np.any((sol != 1) & (sol != -1)):
+        raise InvalidSpinsError("a Kaiwu solver returned values other than -1 and +1")
+    return (sol[:, :n] * sol[:, n:]).astype(np.int8)
+
+
+class KaiwuOptimizerDevice(Device):
+    """A Kaiwu-style optimizer (any object with ``solve(ising_matrix) -> spins``) as a Device.
+
+    ``solve`` receives :meth:`IsingProblem.to_kaiwu` (``H = -s^T M s`` with an ancilla spin) and
+    returns ``(k, n+1)`` spins; it is called until ``num_reads`` rows are gathered (the rest of
+    the last call is dropped), and the ancilla gauge is fixed (:func:`kaiwu_solution_to_spins`).
+
+    Kaiwu optimizers take no seed. With ``seed_numpy`` (default) NumPy's global legacy
+    generator is seeded with the job's seed around each job and restored afterwards, which makes
+    optimizers that draw from ``np.random`` reproducible.
+
+    Parameters
+    ----------
+    optimizer : object with ``solve(ising_matrix)``
+    max_spins : int, optional
+        The optimizer's size limit (e.g. 550 for QBoson's cloud CIM); default unlimited.
+    """
+
+    name = "kaiwu.optimizer"
+    DEFAULT_NUM_READS = 10
+    OPTIONS: dict = {}
+
+    def __init__(self, optimizer: Any, *, max_spins: int | None = None, seed_numpy: bool = True,
+                 **kwargs: Any):
+        if not callable(getattr(optimizer, "solve", None)):
+            raise InvalidOptionError(
+                f"expected a Kaiwu-style optimizer with a solve(ising_matrix) method, got "
+                f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self._max_spins = int(max_spins) if max_spins is not None else 1 << 20
+        self.seed_numpy = bool(seed_numpy)
+        super().__init__(**kwargs)
+
+    @property
+    def properties(self) -> DeviceProperties:
+        return DeviceProperties(max_spins=self._max_spins, supports_fields=True, is_remote=False,
+                                extra={"optimizer": type(self.optimizer).__name__})
+
+    def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
+             ctx: RunContext) -> RunResult:
+        M = problem.to_kaiwu()
+        saved = np.random.get_state() if self.seed_numpy else None
+        if self.seed_numpy:
+            np.random.seed(seed % (2**32))
+        try:
+            rows, total = [], 0
+            while total < num_reads:
+                ctx.raise_if_cancelled()
+                spins = kaiwu_solution_to_spins(self.optimizer.solve(M), problem.n)
+                rows.append(spins)
+                total += spins.shape[0]
+        finally:
+            if saved is not None:
+                np.random.set_state(saved)
+        return RunResult(spins=np.concatenate(rows)[:num_reads],
+                         info={"solve_calls": len(rows)})
+
+
+class DeviceOptimizer:
+    """The other direction: a Device behind Kaiwu's ``solve(ising_matrix)``, for code written
+    against Kaiwu optimizers. Returns ``(num_reads, n+1)`` int8 spins with the ancilla +1.
+
+    ``seed``: an int or Generator for the job seeds; None draws them from NumPy's global
+    generator (so :class:`KaiwuOptimizerDevice`'s seeding applies)."""
+
+    def __init__(self, device: Any, num_reads: int | None = None, *, seed: Any = None,
+                 **options: Any):
+        self.device = as_device(device)
+        self.num_reads = num_reads
+        self.options = options
+        self._rng = None if seed is None else np.random.default_rng(seed)
+
+    def solve(self, ising_matrix: Any) -> np.ndarray:
+        problem = IsingProblem.from_kaiwu(ising_matrix)
+        seed = (int(self._rng.integers(2**63 - 1)) if self._rng is not None
+                else int(np.random.randint(0, 2**31 - 1)))
+        ss = self.device.sample(problem, num_reads=self.num_reads, seed=seed, **self.options)
+        spins = np.repeat(ss.spins, ss.num_occurrences, axis=0)
+        return np.concatenate([spins, np.ones((spins.shape[0], 1), dtype=np.int8)], axis=1)
+
+
+def as_device(obj: Any) -> Device:
+    """A :class:`Device` from a Device, a registered device name, or a Kaiwu optimizer."""
+    if isinstance(obj, Device):
+        return obj
+    if isinstance(obj, str):
+        from .registry import get_device
+
+        return get_device(obj)
+    if callable(getattr(obj, "solve", None)):
+        return KaiwuOptimizerDevice(obj)
+    raise InvalidOptionError(
+        f"expected a kpp_sdk Device, a device name (see `kpp devices`) or a Kaiwu optimizer with "
+        f"solve(ising_matrix), got {type(obj).__name__}")
+
+
+def supports_boltzmann_sampling(device: Device) -> bool:
+    """True when ``device`` can sample ``exp(-beta E)`` at a given beta: it declares the options
+    ``mode`` and ``beta`` and accepts ``mode="sample"`` (as ``sa.cpu`` does)."""
+    if not {"mode", "beta"} <= set(device.OPTIONS):
+        return False
+    try:
+        opts = device._merge_options({"mode": "sample", "beta": 1.0}, device.options)
+        device._check_options(opts, IsingProblem(np.zeros((2, 2)), np.ones(2)))
+    except KppError:
+        return False
+    return True
+
+
+# --- effective temperature ---------------------------------------------------------------------
+
+
+def estimate_beta(problem: IsingProblem, spins: Any, num_occurrences: Any = None, *,
+                  beta_max: float = 1e3) -> float:
+    """Maximum pseudo-likelihood estimate of the inverse temperature of samples.
+
+    Assuming ``spins ~ exp(-beta E(s))`` for ``problem``'s energy, each spin's conditional is
+    ``p(s_i | s_rest) = sigmoid(2 beta s_i f_i)`` with local field ``f = J s + h``. The summed
+    log-conditional is concave in beta; its maximiser is returned, in ``[0, beta_max]`` (0 when
+    the samples look no better than random, ``beta_max`` when every spin is aligned with its
+    field: local minima only). Consistent as the number of samples grows.
+    """
+    s = problem.check_spins(spins)
+    a = (2.0 * s * problem.local_fields(s)).ravel()
+    w = None
+    if num_occurrences is not None:
+        w = np.repeat(np.asarray(num_occurrences, dtype=np.float64), problem.n)
+    keep = a != 0
+    a = a[keep]
+    w = np.ones_like(a) if w is None else w[keep]
+    if a.size == 0:
+        return 0.0
+
+    def slope(beta: float) -> float:  # derivative of the log pseudo-likelihood
+        return float(np.sum(w * a * expit(-beta * a)))
+
+    if slope(0.0) <= 0:
+        return 0.0
+    if slope(beta_max) > 0:
+        return float(beta_max)
+    lo, hi = 0.0, float(beta_max)
+    beta = 1.0 if slope(1.0) > 0 and 1.0 < hi else 0.5 * hi
+    for _ in range(200):
+        g = slope(beta)
+        if g > 0:
+            lo = beta
+        else:
+            hi = beta
+        p = expit(beta * a)
+        curv = float(np.sum(w * a * a * p * (1 - p)))
+        step = beta + g / curv if curv > 0 else 0.5 * (lo + hi)
+        beta = step if lo < step < hi else 0.5 * (lo + hi)
+        if hi - lo < 1e-10 * max(1.0, beta):
+            break
+    return float(beta)
+
+
+def _scaled(problem: IsingProblem, factor: float) -> IsingProblem:
+    if factor == 1.0:
+        return problem
+    return IsingProblem(problem.J * factor, problem.h * factor, problem.offset * factor)
+
+
+# --- samplers ---------------------------------------------------------------------------------
+
+
+class ModelSampler(abc.ABC):
+    """Draws the positive and negative phases for a Boltzmann machine (module docstring).
+
+    Parameters
+    ----------
+    seed : int, optional
+        Makes every draw reproducible (torch generators and device job seeds derive from it).
+    clamped_steps : int, default 20
+        Gibbs sweeps over the hidden units per positive-phase sample of models whose ``p(h | v)``
+        does not factorise (Boltzmann machines with hidden units), from a random start.
+    sample_steps : int, default 1000
+        Gibbs sweeps from a random start for :meth:`sample` (generation) by Gibbs samplers.
+
+    State (persistent chains) is kept per model, so one sampler can serve several models.
+    """
+
+    def __init__(self, *, seed: int | None = None, clamped_steps: int = 20,
+                 sample_steps: int = 1000):
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        self.seed = int(seed)
+        self.clamped_steps = _positive_int(clamped_steps, "clamped_steps")
+        self.sample_steps = _positive_int(sample_steps, "sample_steps")
+        self._rng = np.random.default_rng(self.seed)
+        self._generators: dict[str, torch.Generator] = {}
+        self._state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: What the last call measured (device time, estimated beta, ...).
+        self.last: dict = {}
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            g = torch.Generator(device=device)
+            g.manual_seed(int(self._rng.integers(2**63 - 1)))
+            self._generators[key] = g
+        return self._generators[key]
+
+    def check(self, model) -> None:
+        """Raise before training if this sampler cannot serve ``model`` (Gibbs samplers serve
+        every model; :class:`BoltzmannSampler` checks the device's limits)."""
+        return None
+
+    def reset(self, model=None) -> None:
+        """Forget persistent state (of one model, or of all)."""
+        if model is None:
+            self._state.clear()
+        else:
+            self._state.pop(model, None)
+
+    def positive(self, model, visible) -> torch.Tensor:
+        """Data states ``(B', num_nodes)``: the visible data with hidden units from ``p(h | v)``
+        (their expectation where exact)."""
+        v = model.check_visible(visible)
+        if model.num_hidden == 0:
+            return v
+        if model.exact_hidden_conditional:
+            return model.hidden_expectation(v)
+        return self.clamped(model, v)
+
+    @abc.abstractmethod
+    def negative(self, model, visible=None) -> torch.Tensor:
+        """Model states for the negative phase (``visible``: the batch, used by CD)."""
+
+    def sample(self, model, num_samples: int | None = None) -> torch.Tensor:
+        """``num_samples`` states of the model (generation; hidden units sampled, not averaged)."""
+        n = 100 if num_samples is None else _positive_int(num_samples, "num_samples")
+        g = self.generator(model.device)
+        x = model.random_states(n, g)
+        for _ in range(self.sample_steps):
+            x = model.gibbs_step(x, generator=g)
+        return x
+
+    def clamped(self, model, visible: torch.Tensor) -> torch.Tensor:
+        """Samples of ``p(h | v)`` for each row of ``visible`` (which fixes the leading units),
+        as full states: torch Gibbs here, the device in :class:`BoltzmannSampler`."""
+        g = self.generator(model.device)
+        k = visible.shape[1]
+        x = model.random_states(visible.shape[0], g)
+        x[:, :k] = visible
+        for _ in range(self.clamped_steps):
+            x = model.gibbs_step(x, num_clamped=k, generator=g)
+        return x
+
+    def _start_from_data(self, model, visible: torch.Tensor) -> torch.Tensor:
+        """The data with hidden units sampled from ``p(h | v)``: where CD chains start."""
+        if model.num_hidden == 0:
+            return visible
+        g = self.generator(model.device)
+        if model.exact_hidden_conditional:
+            x = model.hidden_expectation(visible)
+            V = model.num_visible
+            u = torch.rand(x.shape[0], model.num_hidden, generator=g, device=x.device,
+                           dtype=x.dtype)
+            x[:, V:] = (u < x[:, V:]).to(x.dtype)
+            return x
+        return self.clamped(model, visible)
+
+
+class ContrastiveDivergence(ModelSampler):
+    """CD-k: ``k`` Gibbs sweeps from the data (Hinton 2002); biased but cheap.
+
+    The negative states are the chain ends, with hidden units replaced by ``E[h | v]`` for RBMs
+    (Rao-Blackwellisation)."""
+
+    def __init__(self, k: int = 1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.k = _positive_int(k, "k")
+
+    def __repr__(self) -> str:
+        return f"ContrastiveDivergence(k={self.k})"
+
+    def negative(self, model, visible=None) -> torch.Tensor:
+        if visible is None:
+            raise InvalidOptionError("CD starts its chains at the data: pass the batch as visible")
+        x = self._start_from_data(model, model.check_visible(visible))
+        g = self.generator(model.device)
+        for _ in range(self.k):
+            x = model.gibbs_step(x, generator=g)
+        self.last = {"sampler": "cd", "k": self.k}
+        return model.rao_blackwellize(x)
+
+
+class PersistentContrastiveDivergence(ModelSampler):
+    """PCD (Tieleman 2008): ``num_chains`` Gibbs chains that persist across calls, ``k`` sweeps
+    per call, started uniformly at random (``num_chains`` default: the first batch's size)."""
+
+    def __init__(self, k: int = 1, num_chains: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.k = _positive_int(k, "k")
+        self.num_chains = None if num_chains is None else _positive_int(num_chains, "num_chains")
+
+    def __repr__(self) -> str:
+        return f"PersistentContrastiveDivergence(k={self.k}, num_chains={self.num_chains})"
+
+    def negative(self, model, visible=None) -> torch.Tensor:
+        g = self.generator(model.device)
+        chains = self._state.get(model)
+        if chains is None or chains.shape[1] != model.num_nodes:
+            n = self.num_chains or (len(visible) if visible is not None else 100)
+            chains = model.random_states(n, g)
+        for _ in range(self.k):
+            chains = model.gibbs_step(chains, generator=g)
+        self._state[model] = chains
+        self.last = {"sampler": "pcd", "k": self.k, "num_chains": int(chains.shape[0])}
+        return model.rao_blackwellize(chains)
+
+
+class ExactSampler(ModelSampler):
+    """Exact samples by enumerating the model's Ising problem (at most 24 spins): the reference
+    for tests. Positive phases of models with coupled hidden units are exact too."""
+
+    def __init__(self, num_samples: int = 1000, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.num_samples = _positive_int(num_samples, "num_samples")
+
+    def negative(self, model, visible=None) -> torch.Tensor:
+        return model.rao_blackwellize(self.sample(model, self.num_samples))
+
+    def sample(self, model, num_samples=None) -> torch.Tensor:
+        from .exact import all_states, boltzmann_distribution
+
+        n = self.num_samples if num_samples is None else _positive_int(num_samples, "num_samples")
+        problem = model.to_ising()
+        p = boltzmann_distribution(problem, 1.0)
+        idx = self._rng.choice(p.size, size=n, p=p)
+        return model.states_from_spins(all_states(problem.n)[idx], self.generator(model.device))
+
+    def clamped(self, model, visible):
+        from .exact import all_states
+
+        problem = model.clamped_ising(visible)
+        B, H = visible.shape[0], problem.n // visible.shape[0]
+        states = all_states(H)
+        spins = np.empty((1, B * H), dtype=np.int8)
+        for r in range(B):
+            block = IsingProblem(problem.J[r * H:(r + 1) * H, r * H:(r + 1) * H].toarray(),
+                                 problem.h[r * H:(r + 1) * H])
+            e = block.energy(states)
+            p = np.exp(-(e - e.min()))
+            spins[0, r * H:(r + 1) * H] = states[self._rng.choice(p.size, p=p / p.sum())]
+        return model.states_from_clamped_spins(visible, spins)
+
+
+class BoltzmannSampler(ModelSampler):
+    """Samples a model on an Ising machine: weights -> IsingProblem -> device job -> tensors.
+
+    Parameters
+    ----------
+    device : Device, str or Kaiwu optimizer
+        Where samples come from (:func:`as_device`). Default ``"sa.cpu"``.
+    num_reads : int, default 100
+        Samples per negative phase (one device job).
+    beta : float or "estimate", optional
+        The inverse temperature at which the device samples the problem it is sent; the sampler
+        sends ``E / beta`` so that the samples follow the model (inverse temperature 1).
+        In ``mode="sample"`` the device is told this beta, so the correction is exact; default
+        1.0. In ``mode="anneal"`` it is the device's effective temperature: a number measured
+        beforehand, or ``"estimate"`` (the default there): after every job the pseudo-likelihood
+        estimate (:func:`estimate_beta`) of the samples' temperature under the model updates the
+        running beta (geometric average with weight ``adapt_rate``), and, with ``reweight``, the
+        samples are importance-resampled with weights ``exp((beta_hat - 1) E(s))`` so that they
+        follow the model now even where rescaling cannot help (devices that normalise every
+        problem, as int8 hardware does).
+    mode : "auto", "sample" or "anneal"
+        ``"sample"``: Boltzmann sampling at a fixed beta (devices with ``mode``/``beta`` options,
+        such as ``sa.cpu``); ``"anneal"``: the device's own dynamics; ``"auto"`` (default):
+        ``"sample"`` where the device supports it (:func:`supports_boltzmann_sampling`).
+    persistent : bool, default True
+        In ``mode="sample"`` on devices with an ``initial_states`` option, each job starts from
+        the previous job's samples (persistent chains on the device, as in PCD), so a few sweeps
+        per job suffice.
+    clamped_reads : int, default 1
+        Samples of ``p(h | v)`` per data row in the positive phase of models whose hidden units
+        are coupled (many rows are packed into one problem, up to the device's ``max_spins``).
+    clamped_options : dict, optional
+        Device options for those clamped jobs (default: the same as ``device_options``).
+    reweight : bool, default True
+        Importance-resample the samples of ``beta="estimate"`` (above).
+    adapt_rate : float in (0, 1], default 0.5
+        Weight of each new estimate in the running beta.
+    beta_bounds : (float, float), default (1e-3, 1e3)
+        The running beta stays inside; ``beta_hat`` saturates at the upper bound when every
+        sample is a local minimum.
+    executor : concurrent.futures.Executor, optional
+        Runs the jobs; default: in the caller's thread for local devices, the device's own
+        for remote ones.
+    seed : int, optional
+    options, **device_options
+        Device options passed to every job, e.g. ``num_sweeps=2`` for ``sa.cpu``; unknown ones
+        are rejected now. ``options`` (a dict) carries names that are also parameters here
+        (a device's own ``mode`` or ``beta`` in ``mode="anneal"``).
+    """
+
+    MODES = ("auto", "sample", "anneal")
+
+    def __init__(self, device: Any = "sa.cpu", num_reads: int = 100, *, beta: Any = None,
+                 mode: str = "auto", persistent: bool = True, clamped_reads: int = 1,
+                 clamped_options: dict | None = None, reweight: bool = True,
+                 adapt_rate: float = 0.5, beta_bounds: tuple[float, float] = (1e-3, 1e3),
+                 executor: cf.Executor | None = None, seed: int | None = None,
+                 options: dict | None = None, **device_options: Any):
+        super().__init__(seed=seed)
+        self.device = as_device(device)
+        self.num_reads = _positive_int(num_reads, "num_reads")
+        self.clamped_reads = _positive_int(clamped_reads, "clamped_reads")
+        if mode not in self.MODES:
+            raise InvalidOptionError(f"mode must be one of {self.MODES}, got {mode!r}")
+        if mode == "auto":
+            mode = "sample" if supports_boltzmann_sampling(self.device) else "anneal"
+        elif mode == "sample" and not supports_boltzmann_sampling(self.device):
+            raise InvalidOptionError(
+                f"{self.device.name} has no Boltzmann sampling mode (options mode='sample' and "
+                "beta); use mode='anneal' with beta='estimate' (its effective temperature is then "
+                "estimated from the samples)")
+        self.mode = mode
+        device_options = {**(options or {}), **device_options}
+        if mode == "sample" and {"mode", "beta"} & set(device_options):
+            raise InvalidOptionError(
+                "in mode='sample' the sampler sets the device options 'mode' and 'beta' itself; "
+                "pass beta=... to BoltzmannSampler instead")
+        if beta is None:
+            beta = 1.0 if mode == "sample" else "estimate"
+        if isinstance(beta, str):
+            if beta != "estimate":
+                raise InvalidOptionError(
+                    f"beta must be a positive number or 'estimate', got {beta!r}")
+            if mode == "sample":
+                raise InvalidOptionError(
+                    "beta='estimate' is for mode='anneal'; mode='sample' samples at the beta it is "
+                    "given (default 1.0)")
+            self.estimate = True
+            self.beta = 1.0
+        else:
+            self.estimate = False
+            self.beta = _positive_float(beta, "beta")
+        lo, hi = (float(b) for b in beta_bounds)
+        if not 0 < lo < hi:
+            raise InvalidOptionError(f"beta_bounds must be 0 < low < high, got {beta_bounds!r}")
+        self.beta_bounds = (lo, hi)
+        if not 0 < adapt_rate <= 1:
+            raise InvalidOptionError(f"adapt_rate must be in (0, 1], got {adapt_rate}")
+        self.adapt_rate = float(adapt_rate)
+        self.reweight = bool(reweight)
+        self.persistent = bool(persistent)
+        self.device_options = self._checked_options(device_options)
+        self.clamped_options = (self.device_options if clamped_options is None
+                                else self._checked_options(clamped_options))
+        if executor is None and not self.device.properties.is_remote:
+            executor = InlineExecutor()
+        self.executor = executor
+
+    def _checked_options(self, options: dict) -> dict:
+        """Unknown names and bad values fail now, naming the known options / the allowed range."""
+        full = dict(options)
+        if self.mode == "sample":
+            full.update(mode="sample", beta=self.beta)
+        self.device._check_options(self.device._merge_options(full, self.device.options), None)
+        return dict(options)
+
+    def __repr__(self) -> str:
+        beta = "estimate" if self.estimate else self.beta
+        return (f"BoltzmannSampler(device={self.device.name!r}, num_reads={self.num_reads}, "
+                f"mode={self.mode!r}, beta={beta!r})")
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def check(self, model) -> None:
+        """:class:`ProblemTooLargeError` (before any training) if ``model`` does not fit."""
+        props = self.device.properties
+        n = model.num_spins
+        if n > props.max_spins:
+            raise ProblemTooLargeError(
+                f"{type(model).__name__} with {model.num_visible} visible and {model.num_hidden} "
+                f"hidden units needs {n} spins but {self.device.name} takes at most "
+                f"{props.max_spins}; use fewer units, or a device or hardware profile with more "
+                "spins")
+        if (model.num_hidden and not model.exact_hidden_conditional
+                and model.num_hidden > props.max_spins):
+            raise ProblemTooLargeError(
+                f"clamped sampling of {model.num_hidden} hidden units needs that many spins but "
+                f"{self.device.name} takes at most {props.max_spins}")
+        if not props.supports_fields:
+            raise ProblemError(
+                f"{self.device.name} does not support external fields, which every Boltzmann "
+                "machine with biases needs")
+
+    # --- sampling ---------------------------------------------------------------------------------
+
+    def negative(self, model, visible=None) -> torch.Tensor:
+        return model.rao_blackwellize(self._draw(model, self.num_reads, persistent=True))
+
+    def sample(self, model, num_samples: int | None = None) -> torch.Tensor:
+        n = self.num_reads if num_samples is None else _positive_int(num_samples, "num_samples")
+        return self._draw(model, n, persistent=False)
+
+    def _submit(self, problem: IsingProblem, num_reads: int, options: dict):
+        sent = _scaled(problem, 1.0 / self.beta)
+        if sent.is_sparse and not self.device.properties.supports_sparse:
+            sent = sent.to_dense()
+        opts = dict(options)
+        if self.mode == "sample":
+            opts.update(mode="sample", beta=self.beta)
+        seed = int(self._rng.integers(2**63 - 1))
+        return self.device.submit(sent, num_reads=num_reads, seed=seed, executor=self.executor,
+                                  **opts)
+
+    def _draw(self, model, num_reads: int, *, persistent: bool) -> torch.Tensor:
+        self.check(model)
+        problem = model.to_ising()
+        opts = dict(self.device_options)
+        chains = self._state.get(model) if persistent else None
+        use_chains = (persistent and self.persistent and self.mode == "sample"
+                      and "initial_states" in self.device.OPTIONS
+                      and "initial_states" not in opts)
+        if use_chains and chains is not None and chains.shape == (num_reads, problem.n):
+            opts["initial_states"] = chains
+        ss = self._submit(problem, num_reads, opts).result()
+        spins = ss.spins
+        if np.any(ss.num_occurrences != 1):
+            spins = np.repeat(spins, ss.num_occurrences, axis=0)
+        if use_chains and spins.shape == (num_reads, problem.n):
+            self._state[model] = spins
+        info = {"sampler": "device", "device": self.device.name, "mode": self.mode,
+                "beta": self.beta, "device_s": ss.timing.get("device_s", 0.0),
+                "run_s": ss.timing.get("run_s", 0.0), "num_samples": int(spins.shape[0])}
+        if self.estimate:
+            beta_hat = estimate_beta(problem, spins, beta_max=self.beta_bounds[1])
+            info["beta_hat"] = beta_hat
+            if beta_hat > 0:
+                lo, hi = self.beta_bounds
+                self.beta = float(np.clip(self.beta * beta_hat ** self.adapt_rate, lo, hi))
+            if self.reweight and beta_hat > 0:
+                spins, ess = self._resample(problem, spins, beta_hat)
+                info["ess"] = ess
+        self.last = info
+        return model.states_from_spins(spins, self.generator(model.device))
+
+    def _resample(self, problem: IsingProblem, spins: np.ndarray, beta_hat: float):
+        """Systematic resampling from ``exp(-beta_hat E)`` to ``exp(-E)``; returns the effective
+        sample size of the weights."""
+        logw = (beta_hat - 1.0) * problem.energy(spins)
+        w = np.exp(logw - logw.max())
+        w /= w.sum()
+        ess = float(1.0 / np.sum(w * w))
+        m = spins.shape[0]
+        positions = (self._rng.random() + np.arange(m)) / m
+        idx = np.minimum(np.searchsorted(np.cumsum(w), positions), m - 1)
+        return spins[idx], ess
+
+    def clamped(self, model, visible: torch.Tensor) -> torch.Tensor:
+        k = visible.shape[1]
+        H = model.num_nodes - k
+        per_job = max(1, self.device.properties.max_spins // H)
+        jobs = []
+        for lo in range(0, visible.shape[0], per_job):
+            chunk = visible[lo:lo + per_job]
+            jobs.append((chunk, self._submit(model.clamped_ising(chunk), self.clamped_reads,
+                                             self.clamped_options)))
+        parts = []
+        for chunk, job in jobs:
+            ss = job.result()
+            spins = np.repeat(ss.spins, ss.num_occurrences, axis=0)
+            parts.append(model.states_from_clamped_spins(chunk, spins))
+        return torch.cat(parts)
+
+
+def as_sampler(obj: Any) -> ModelSampler:
+    """A :class:`ModelSampler` from a sampler, a Device, a device name or a Kaiwu optimizer
+    (the latter three through :class:`BoltzmannSampler` with ``mode="auto"``)."""
+    if isinstance(obj, ModelSampler):
+        return obj
+    return BoltzmannSampler(as_device(obj))
+
+
+def _positive_int(x: Any, what: str) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < 1:
+        raise InvalidOptionError(f"{what} must be a positive integer, got {x!r}")
+    return int(x)
+
+
+def _positive_float(x: Any, what: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"{what} must be a positive number, got {x!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidOptionError(f"{what} must be a positive finite number, got {x!r}")
+    return v

@@ -1,0 +1,425 @@
+"""``kpp train``: train a Boltzmann machine whose negative phase a device samples.
+
+    kpp train rbm --dataset digits --device sa.cpu --epochs 3 --out runs/demo
+    kpp train bm  --dataset bas --device sa.cpu --epochs 200 --out runs/bm-bas
+    kpp train dbn --dataset digits --hidden 64,32 --epochs 5 --out runs/dbn
+    kpp train rbm --dataset digits --sampler pcd --epochs 3 --out runs/pcd   # the baseline
+
+Writes to ``--out``: ``checkpoint.pt`` (load with :func:`kpp_sdk.models.load_checkpoint`),
+``log.json`` (configuration, per-epoch objective, test log-likelihood, timings, sampler reports),
+``samples.png`` (a grid of model samples drawn by the device) and ``loglik.png`` (the test
+log-likelihood curve). Everything is checked (data set, device, model size against the device's
+``max_spins``, a ``--resume`` checkpoint's shape) before the first training step.
+
+This module imports nothing heavy at import time: torch and matplotlib load inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODELS = ("rbm", "bm", "dbn")
+DEFAULT_HIDDEN = {"rbm": "64", "bm": "8", "dbn": "64,32"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train an RBM, BM or DBN with a device sampling the negative phase",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", choices=MODELS, help="rbm, bm (fully connected) or dbn (RBM stack)")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (8x8, scikit-learn), bas (bars and stripes 3x3), bas-RxC, mnist")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST files (mnist only)")
+    p.add_argument("--device", default="sa.cpu",
+                   help="device that samples the model (see `kpp devices`)")
+    p.add_argument("--sampler", choices=("device", "pcd", "cd"), default="device",
+                   help="device: BoltzmannSampler on --device; pcd/cd: Gibbs baselines in torch")
+    p.add_argument("--epochs", type=int, default=10, help="epochs (per layer for dbn)")
+    p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATASET)")
+    p.add_argument("--hidden", default=None,
+                   help="hidden units (rbm 64, bm 8); dbn: comma-separated layer sizes (64,32)")
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+    p.add_argument("--momentum", type=float, default=0.5)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--num-reads", type=int, default=None,
+                   help="samples per negative phase (default: the batch size)")
+    p.add_argument("--sweeps", type=int, default=1,
+                   help="sweeps per job on devices with a num_sweeps option in Boltzmann sampling "
+                        "mode; chains persist across jobs, so few are needed")
+    p.add_argument("--clamped-sweeps", type=int, default=20,
+                   help="sweeps per clamped (positive-phase) job of a bm with hidden units")
+    p.add_argument("--sample-sweeps", type=int, default=1000,
+                   help="sweeps per read for the samples figure (devices with num_sweeps)")
+    p.add_argument("--mode", choices=("auto", "sample", "anneal"), default="auto",
+                   help="device sampling mode (BoltzmannSampler)")
+    p.add_argument("--beta", default=None,
+                   help="device inverse temperature: a number, or 'estimate' (mode anneal)")
+    p.add_argument("-k", "--k", type=int, default=1, dest="k", help="Gibbs steps for cd/pcd")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="device option passed to every job, e.g. -o acceptance=gibbs")
+    p.add_argument("--eval", choices=("auto", "exact", "ais", "none"), default="auto",
+                   help="test log-likelihood: exact when the model can be enumerated, else AIS")
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations")
+    p.add_argument("--ais-chains", type=int, default=100)
+    p.add_argument("--ais-betas", type=int, default=1000)
+    p.add_argument("--finetune-epochs", type=int, default=20,
+                   help="dbn: supervised epochs of the classifier (data sets with labels)")
+    p.add_argument("--resume", default=None,
+                   help="start from this checkpoint (it must hold a model of the same shape)")
+    p.add_argument("--torch-device", default="cpu", help="torch device of the model (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch, BLAS and devices with a num_threads option "
+                        "(small models run fastest on one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _hidden_sizes(args: argparse.Namespace) -> list[int]:
+    from .errors import InvalidOptionError
+
+    text = args.hidden if args.hidden is not None else DEFAULT_HIDDEN[args.model]
+    try:
+        sizes = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise InvalidOptionError(
+            f"--hidden must be integers separated by commas, got {text!r}") from None
+    if args.model != "dbn" and len(sizes) != 1:
+        raise InvalidOptionError(f"--hidden for {args.model} is one number, got {text!r}")
+    if not sizes or any(s < (0 if args.model == "bm" else 1) for s in sizes):
+        raise InvalidOptionError(f"--hidden sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from .errors import InvalidOptionError
+
+    for name in ("epochs", "threads", "eval_every", "ais_chains", "ais_betas", "batch_size",
+                 "sweeps", "clamped_sweeps", "sample_sweeps", "k"):
+        v = getattr(args, name)
+        if v < (0 if name == "epochs" else 1):
+            raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if args.num_reads is not None and args.num_reads < 1:
+        raise InvalidOptionError(f"--num-reads must be positive, got {args.num_reads}")
+
+
+def _limit_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # BLAS keeps its own thread count
+        return
+    threadpool_limits(n)
+
+
+def _beta(text: str | None) -> Any:
+    if text is None or text == "estimate":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        from .errors import InvalidOptionError
+
+        raise InvalidOptionError(f"--beta must be a number or 'estimate', got {text!r}") from None
+
+
+def _device_sampler(args, device, num_reads: int, *, sweeps: int, seed: int):
+    """A BoltzmannSampler on ``device``; ``num_sweeps`` is set only for devices declaring it
+    (capabilities, never names, decide)."""
+    from .cli import _parse_option
+    from .torch_bridge import BoltzmannSampler, supports_boltzmann_sampling
+
+    opts = dict(_parse_option(o) for o in args.option)
+    sampling = args.mode == "sample" or (args.mode == "auto"
+                                         and supports_boltzmann_sampling(device))
+    if "num_threads" in device.OPTIONS and "num_threads" not in opts:
+        opts["num_threads"] = args.threads
+    clamped = dict(opts)
+    if sampling and "num_sweeps" in device.OPTIONS and "num_sweeps" not in opts:
+        opts["num_sweeps"] = sweeps
+        clamped["num_sweeps"] = max(sweeps, args.clamped_sweeps)
+    return BoltzmannSampler(device, num_reads, beta=_beta(args.beta), mode=args.mode, seed=seed,
+                            clamped_options=clamped, **opts)
+
+
+def _sampler(args, device, num_reads: int):
+    from .torch_bridge import ContrastiveDivergence, PersistentContrastiveDivergence
+
+    if args.sampler == "cd":
+        return ContrastiveDivergence(args.k, seed=args.seed)
+    if args.sampler == "pcd":
+        return PersistentContrastiveDivergence(args.k, num_chains=num_reads, seed=args.seed)
+    return _device_sampler(args, device, num_reads, sweeps=args.sweeps, seed=args.seed)
+
+
+def _generation_sampler(args, device, training_sampler):
+    from .torch_bridge import BoltzmannSampler
+
+    if not isinstance(training_sampler, BoltzmannSampler):
+        return training_sampler
+    s = _device_sampler(args, device, 100, sweeps=args.sample_sweeps, seed=args.seed + 1)
+    if training_sampler.estimate:
+        s.beta = training_sampler.beta  # start from the temperature learned in training
+    return s
+
+
+def _evaluate(model, test, args) -> dict:
+    from .models import can_enumerate, log_likelihood
+
+    method = args.eval
+    if method == "auto":
+        method = "exact" if can_enumerate(model) else "ais"
+    r = log_likelihood(model, test, method=method, num_chains=args.ais_chains,
+                       num_betas=args.ais_betas, seed=args.seed)
+    return {"test_log_likelihood": r["log_likelihood"], "log_z": r["log_z"],
+            "log_likelihood_stderr": r["stderr"], "eval_method": r["method"]}
+
+
+def _plot_samples(images, shape, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    images = np.asarray(images)[:100]
+    n = images.shape[0]
+    cols = min(10, n)
+    rows = -(-n // cols)
+    r, c = shape
+    grid = np.ones((rows * (r + 1) - 1, cols * (c + 1) - 1)) * 0.5
+    for k in range(n):
+        i, j = divmod(k, cols)
+        grid[i * (r + 1): i * (r + 1) + r, j * (c + 1): j * (c + 1) + c] = images[k].reshape(r, c)
+    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = 0
+    for label, rows in curves.items():
+        rows = [r for r in rows if "test_log_likelihood" in r]
+        if not rows:
+            continue
+        x = [r["epoch"] for r in rows]
+        y = [r["test_log_likelihood"] for r in rows]
+        err = [3 * r["log_likelihood_stderr"] for r in rows]
+        ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, label=label)
+        drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no evaluation (--eval none)", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test log-likelihood (nats per example)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if hasattr(x, "item") and callable(x.item):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return repr(x)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .datasets import load_dataset
+    from .errors import InvalidOptionError
+    from .io import atomic_write
+    from .models import (
+        BoltzmannMachine,
+        DeepBeliefNetwork,
+        RestrictedBoltzmannMachine,
+        fine_tune_classifier,
+        fit,
+        fit_dbn,
+        load_checkpoint,
+        make_optimizer,
+        save_checkpoint,
+    )
+    from .registry import get_device
+
+    t_start = time.perf_counter()
+    _check_args(args)
+    sizes = _hidden_sizes(args)
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}")
+    tdev = torch.device(args.torch_device)
+    if tdev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidOptionError("--torch-device cuda was asked for but torch sees no CUDA device")
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    _limit_threads(args.threads)
+
+    ds = load_dataset(args.dataset, seed=args.seed, root=args.data_dir)
+    V = ds.num_visible
+    if args.model == "rbm":
+        model = RestrictedBoltzmannMachine(V, sizes[0], generator=gen).to(tdev)
+    elif args.model == "bm":
+        model = BoltzmannMachine(V, sizes[0], generator=gen).to(tdev)
+    else:
+        model = DeepBeliefNetwork([V, *sizes], generator=gen).to(tdev)
+    if args.resume:
+        load_checkpoint(args.resume, model)
+    else:
+        first = model.rbms[0] if args.model == "dbn" else model
+        first.init_visible_bias(torch.as_tensor(ds.train))
+    device = get_device(args.device) if args.sampler == "device" else None
+    num_reads = args.num_reads or args.batch_size
+    sampler = _sampler(args, device, num_reads)
+    train = torch.as_tensor(ds.train, device=tdev)
+    test = torch.as_tensor(ds.test, device=tdev)
+    progress: Any = not args.no_progress
+    fit_kw = dict(batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                  weight_decay=args.weight_decay, seed=args.seed, progress=progress)
+    eval_s = [0.0]
+
+    def evaluated(m, epoch, test_data):
+        if args.eval == "none" or (epoch % args.eval_every and epoch != args.epochs):
+            return {}
+        t0 = time.perf_counter()
+        r = _evaluate(m, test_data, args)
+        eval_s[0] += time.perf_counter() - t0
+        return r
+
+    # everything that can fail does so here, before any training or output
+    for part in (model.rbms if args.model == "dbn" else [model]):
+        sampler.check(part)
+    (model.rbms[0] if args.model == "dbn" else model).check_visible(train)
+    where = f"{device.name}" if device is not None else f"torch ({args.sampler})"
+    print(f"kpp train {args.model}: {ds!r}; sampler {sampler!r} on {where}; out {out}",
+          file=sys.stderr)
+    curves: dict[str, list[dict]] = {}
+    result: dict[str, Any] = {}
+    if args.model == "dbn":
+        def cb(layer, epoch, rbm, stats):
+            data = model.sample_up(test, layer, torch.Generator(device=tdev).manual_seed(args.seed))
+            return evaluated(rbm, epoch, data)
+
+        histories = fit_dbn(model, train, sampler, epochs=args.epochs, callback=cb, **fit_kw)
+        for i, h in enumerate(histories):
+            curves[f"layer {i + 1} (on layer {i} features)" if i else "layer 1 (on the data)"] = h
+        if ds.train_labels is not None and args.finetune_epochs > 0:
+            clf = model.classifier(int(ds.train_labels.max()) + 1)
+            ft = fine_tune_classifier(clf, train, ds.train_labels, epochs=args.finetune_epochs,
+                                      batch_size=args.batch_size, seed=args.seed)
+            with torch.no_grad():
+                pred = clf(test).argmax(1).cpu().numpy()
+            result["classifier"] = {"finetune_epochs": args.finetune_epochs,
+                                    "train_accuracy": ft[-1]["train_accuracy"],
+                                    "test_accuracy": float((pred == ds.test_labels).mean())}
+        history = [dict(r, layer=i + 1) for i, h in enumerate(histories) for r in h]
+    else:
+        opt = make_optimizer(model, lr=args.lr, momentum=args.momentum,
+                             weight_decay=args.weight_decay)
+        start = []
+        if args.eval != "none":
+            start = [{"epoch": 0, **evaluated(model, 0, test)}]
+        history = start + fit(model, train, sampler, epochs=args.epochs, optimizer=opt,
+                              callback=lambda e, m, st: evaluated(m, e, test),
+                              **{k: v for k, v in fit_kw.items()
+                                 if k not in ("lr", "momentum", "weight_decay")})
+        label = sampler.device.name if device is not None else args.sampler
+        curves[f"{args.model} / {label}"] = history
+
+    # samples for the figure
+    gen_sampler = _generation_sampler(args, device, sampler)
+    t0 = time.perf_counter()
+    if args.model == "dbn":
+        _, images = model.generate(100, gen_sampler)
+    else:
+        images = gen_sampler.sample(model, 100)[:, :V]
+    sample_s = time.perf_counter() - t0
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = save_checkpoint(out / "checkpoint.pt", model,
+                           extra={"dataset": ds.name, "epochs": args.epochs, "seed": args.seed})
+    what = f"{args.model} on {ds.name}, {args.epochs} epochs, sampler {args.sampler}"
+    if device is not None:
+        what += f" ({device.name})"
+    _plot_samples(images.detach().cpu().numpy(), ds.image_shape, out / "samples.png",
+                  f"samples: {what}")
+    _plot_curves(curves, out / "loglik.png", what)
+    train_epochs = [r for r in history if r.get("epoch", 0) > 0 and "seconds" in r]
+    last_ll = next((r for r in reversed(history) if "test_log_likelihood" in r), None)
+    result.update({
+        "final_test_log_likelihood": None if last_ll is None else last_ll["test_log_likelihood"],
+        "final_log_likelihood_stderr": (None if last_ll is None
+                                        else last_ll["log_likelihood_stderr"]),
+        "eval_method": None if last_ll is None else last_ll["eval_method"],
+        "train_seconds": sum(r["seconds"] for r in train_epochs),
+        "seconds_per_epoch": (sum(r["seconds"] for r in train_epochs) / len(train_epochs)
+                              if train_epochs else None),
+        "eval_seconds": eval_s[0],
+        "sample_seconds": sample_s,
+        "total_seconds": time.perf_counter() - t_start,
+    })
+    log = {
+        "format": "kpp-train-log", "version": 1,
+        "args": vars(args) | {"func": None},
+        "model": model.config(),
+        "dataset": {"name": ds.name, "train": list(ds.train.shape), "test": list(ds.test.shape)},
+        "sampler": repr(sampler),
+        "device": None if device is None else {"name": device.name,
+                                                "max_spins": device.properties.max_spins},
+        "history": history,
+        "result": result,
+        "files": {"checkpoint": ckpt.name, "samples": "samples.png", "loglik": "loglik.png"},
+    }
+    text = json.dumps(_jsonable(log), indent=2)
+    atomic_write(out / "log.json", lambda f: f.write(text))
+    ll = result["final_test_log_likelihood"]
+    ll_text = "n/a" if ll is None else (
+        f"{ll:.4f}" + (f" ± {3 * result['final_log_likelihood_stderr']:.4f} (AIS, 3σ)"
+                       if result["eval_method"] == "ais" else " (exact)"))
+    print(f"test log-likelihood: {ll_text}")
+    if "classifier" in result:
+        print(f"classifier test accuracy: {result['classifier']['test_accuracy']:.3f}")
+    spe = result["seconds_per_epoch"]
+    print(f"time: {result['total_seconds']:.1f} s total"
+          + (f", {spe:.2f} s per training epoch" if spe else ""))
+    print(f"wrote {out / 'checkpoint.pt'}, {out / 'log.json'}, {out / 'samples.png'}, "
+          f"{out / 'loglik.png'}")
+    return 0

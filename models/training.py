@@ -1,0 +1,174 @@
+"""Training loops: maximum likelihood for Boltzmann machines, greedy training for DBNs, and
+supervised fine-tuning of a DBN classifier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .base import AbstractBoltzmannMachine
+from .dbn import DBNClassifier, DeepBeliefNetwork
+from .errors import InvalidDataError
+
+__all__ = ["fit", "fit_dbn", "fine_tune_classifier", "make_optimizer"]
+
+
+def make_optimizer(model: torch.nn.Module, *, lr: float = 0.05, momentum: float = 0.5,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """SGD with momentum, the usual choice for Boltzmann machines (Hinton's practical guide)."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                           weight_decay=weight_decay)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    perm = torch.randperm(n, generator=generator)
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _progress(progress: Any, total: int, desc: str | None):
+    if progress is False or progress is None:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="batch", leave=True)
+    return progress  # a tqdm-like object the caller manages
+
+
+def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int = 10,
+        batch_size: int = 100, optimizer: torch.optim.Optimizer | None = None,
+        lr: float = 0.05, momentum: float = 0.5, weight_decay: float = 0.0,
+        seed: int | None = 0,
+        callback: Callable[[int, AbstractBoltzmannMachine, dict], dict | None] | None = None,
+        progress: Any = False, desc: str | None = None) -> list[dict]:
+    """Train ``model`` on ``data`` by stochastic gradient descent on
+    ``model.objective(sampler.positive(model, v), sampler.negative(model, v))``.
+
+    ``data``: ``(num_examples, num_visible)``, checked as a whole before the first step
+    (:class:`InvalidDataError` for values outside {0, 1} on binary units). ``sampler``: a
+    :class:`~kpp_sdk.torch_bridge.ModelSampler`, Device, device name or Kaiwu optimizer; checked
+    against the model before the first step (a device too small raises
+    :class:`~kpp_sdk.ProblemTooLargeError`). ``optimizer`` defaults to :func:`make_optimizer`.
+    ``seed`` fixes the order of the batches. ``callback(epoch, model, stats)`` runs after each
+    epoch; a dict it returns is merged into that epoch's stats (evaluations, for instance).
+    ``progress``: True for a tqdm bar, or a tqdm-like object.
+
+    Returns one dict per epoch: ``epoch``, ``objective`` (mean over batches), ``seconds``
+    (training only, callback excluded), ``sampler`` (the sampler's ``last`` report) and what the
+    callback added.
+    """
+    from kpp_sdk.torch_bridge import as_sampler
+
+    if epochs < 0 or batch_size < 1:
+        raise InvalidDataError(
+            f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    data = model.check_visible(data)
+    sampler = as_sampler(sampler)
+    sampler.check(model)
+    opt = optimizer or make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    n = data.shape[0]
+    num_batches = -(-n // batch_size)
+    bar = _progress(progress, epochs * num_batches, desc)
+    history = []
+    try:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            total = 0.0
+            for idx in _batches(n, batch_size, g):
+                v = data[idx.to(data.device)]
+                pos = sampler.positive(model, v)
+                neg = sampler.negative(model, v)
+                loss = model.objective(pos, neg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                if bar is not None:
+                    bar.update(1)
+            stats = {"epoch": epoch, "objective": total / num_batches,
+                     "seconds": time.perf_counter() - t0, "sampler": dict(sampler.last)}
+            if callback is not None:
+                extra = callback(epoch, model, stats)
+                if extra:
+                    stats.update(extra)
+                    shown = {k: f"{v:.3f}" for k, v in extra.items()
+                             if isinstance(v, float) and k.endswith(("log_likelihood", "accuracy"))}
+                    if bar is not None and shown:
+                        bar.set_postfix(shown)
+            history.append(stats)
+    finally:
+        if bar is not None and progress is True:
+            bar.close()
+    return history
+
+
+def fit_dbn(dbn: DeepBeliefNetwork, data: Any, sampler: Any, *, epochs: int = 10,
+            seed: int | None = 0,
+            callback: Callable[[int, int, AbstractBoltzmannMachine, dict], dict | None]
+            | None = None,
+            progress: Any = False, **fit_kwargs: Any) -> list[list[dict]]:
+    """Greedy layer-wise training: RBM ``l`` is trained with :func:`fit` for ``epochs`` on binary
+    samples of layer ``l`` given the data (:meth:`DeepBeliefNetwork.sample_up`).
+
+    ``sampler``: one sampler for every layer (state is kept per RBM), or a callable
+    ``layer_index -> sampler``; every layer is checked against its sampler before any training.
+    ``callback(layer, epoch, rbm, stats)``. Returns one history per layer.
+    """
+    from kpp_sdk.device import Device
+    from kpp_sdk.torch_bridge import ModelSampler, as_sampler
+
+    data = dbn.check_visible(data)
+    per_layer = (callable(sampler) and not isinstance(sampler, (ModelSampler, Device, str))
+                 and not callable(getattr(sampler, "solve", None)))
+    samplers = [as_sampler(sampler(layer) if per_layer else sampler)
+                for layer in range(dbn.num_layers)]
+    for s, rbm in zip(samplers, dbn.rbms, strict=True):
+        s.check(rbm)
+    g = torch.Generator(device=dbn.device)
+    g.manual_seed(0 if seed is None else int(seed))
+    histories = []
+    for layer, (rbm, s) in enumerate(zip(dbn.rbms, samplers, strict=True)):
+        x = dbn.sample_up(data, layer, g)
+        cb = None if callback is None else (
+            lambda e, m, st, _layer=layer: callback(_layer, e, m, st))
+        histories.append(fit(rbm, x, s, epochs=epochs,
+                             seed=None if seed is None else seed + layer, callback=cb,
+                             progress=progress, desc=f"layer {layer + 1}", **fit_kwargs))
+    return histories
+
+
+def fine_tune_classifier(classifier: DBNClassifier, data: Any, labels: Any, *, epochs: int = 10,
+                         batch_size: int = 100, lr: float = 1e-3,
+                         seed: int | None = 0) -> list[dict]:
+    """Supervised fine-tuning (Adam, cross-entropy) of every layer; returns per-epoch mean loss
+    and training accuracy."""
+    p = next(classifier.parameters())
+    x = torch.as_tensor(data, device=p.device, dtype=p.dtype)
+    y = torch.as_tensor(labels, device=p.device, dtype=torch.long)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise InvalidDataError(
+            f"data must be (N, features) and labels (N,), got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}")
+    opt = torch.optim.Adam(classifier.parameters(), lr=lr)
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    history = []
+    for epoch in range(1, epochs + 1):
+        total, correct = 0.0, 0
+        for idx in _batches(x.shape[0], batch_size, g):
+            idx = idx.to(x.device)
+            logits = classifier(x[idx])
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * idx.numel()
+            correct += int((logits.argmax(1) == y[idx]).sum())
+        history.append({"epoch": epoch, "loss": total / x.shape[0],
+                        "train_accuracy": correct / x.shape[0]})
+    return history

@@ -1,0 +1,314 @@
+"""Samplers: device sampling against exact distributions, clamped sampling, the effective
+temperature correction, CD/PCD, and the Kaiwu optimizer adapters."""
+
+import numpy as np
+import pytest
+import torch
+from kpp_sdk.models import (
+    BoltzmannMachine,
+    GaussianBernoulliRBM,
+    RestrictedBoltzmannMachine,
+    exact_model_distribution,
+)
+
+import kpp_sdk
+from kpp_sdk import Device, DeviceProperties, IsingProblem, RunResult
+from kpp_sdk.errors import InvalidOptionError, ProblemTooLargeError, UnknownOptionError
+from kpp_sdk.exact import all_states, boltzmann_distribution
+from kpp_sdk.testing import DeviceConformance
+from kpp_sdk.torch_bridge import (
+    BoltzmannSampler,
+    ContrastiveDivergence,
+    DeviceOptimizer,
+    ExactSampler,
+    KaiwuOptimizerDevice,
+    PersistentContrastiveDivergence,
+    as_device,
+    estimate_beta,
+    supports_boltzmann_sampling,
+)
+
+
+def _g(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _rbm(seed=0, std=0.8):
+    m = RestrictedBoltzmannMachine(4, 3, init_std=std, generator=_g(seed), dtype=torch.float64)
+    with torch.no_grad():
+        m.linear_bias.normal_(0, 0.5, generator=_g(seed + 100))
+    return m
+
+
+def _moments(x: torch.Tensor, w: torch.Tensor | None = None):
+    """First and second moments <x_i>, <x_i x_j> (weighted when w is given)."""
+    x = x.double()
+    w = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=torch.float64) if w is None else w
+    return (w[:, None] * x).sum(0), torch.einsum("k,ki,kj->ij", w, x, x)
+
+
+def _max_moment_error(samples, model):
+    states, p = exact_model_distribution(model)
+    m1, m2 = _moments(samples)
+    e1, e2 = _moments(states, p)
+    return max(float((m1 - e1).abs().max()), float((m2 - e2).abs().max()))
+
+
+class HiddenTemperatureDevice(Device):
+    """Exact Boltzmann samples of the problem it is sent at a hidden inverse temperature; with
+    ``normalise`` the problem is first rescaled to max |coefficient| = 1, as int8 hardware
+    rescales every problem (rescaling what is sent then changes nothing)."""
+
+    name = "test.hidden-temperature"
+    OPTIONS: dict = {}
+
+    def __init__(self, beta_dev: float, normalise: bool = False, **kw):
+        self.beta_dev, self.normalise = beta_dev, normalise
+        super().__init__(**kw)
+
+    @property
+    def properties(self):
+        return DeviceProperties(max_spins=14)
+
+    def _run(self, problem, *, num_reads, seed, options, ctx):
+        scale = 1.0 / problem.max_abs_coefficient() if self.normalise else 1.0
+        p = boltzmann_distribution(problem, self.beta_dev * scale)
+        idx = np.random.default_rng(seed).choice(p.size, size=num_reads, p=p)
+        return RunResult(spins=all_states(problem.n)[idx])
+
+
+# --- the temperature estimate -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0, 2.5])
+def test_estimate_beta_is_exact_on_the_exact_distribution(beta):
+    """Weighting every state by its probability, the pseudo-likelihood maximum is beta itself."""
+    problem = IsingProblem.random_sk(10, seed=3, fields=True)
+    p = boltzmann_distribution(problem, beta)
+    assert estimate_beta(problem, all_states(10), p * 1e6) == pytest.approx(beta, rel=1e-8)
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0])
+def test_estimate_beta_recovers_the_temperature_of_exact_boltzmann_samples(beta):
+    problem = IsingProblem.random_sk(10, seed=3, fields=True)
+    p = boltzmann_distribution(problem, beta)
+    idx = np.random.default_rng(0).choice(p.size, size=4000, p=p)
+    assert estimate_beta(problem, all_states(10)[idx]) == pytest.approx(beta, rel=0.05)
+
+
+def test_estimate_beta_saturates_for_local_minima_and_is_zero_for_uphill_states():
+    problem = IsingProblem(np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros(2))
+    aligned = np.array([[1, 1], [-1, -1]], dtype=np.int8)
+    assert estimate_beta(problem, aligned, beta_max=50.0) == 50.0
+    assert estimate_beta(problem, -aligned * np.array([1, -1], dtype=np.int8)) == 0.0
+
+
+# --- device sampling against exact distributions -------------------------------------------------
+
+
+def test_boltzmann_sampler_on_sa_cpu_draws_the_model_distribution():
+    model = _rbm()
+    sampler = BoltzmannSampler("sa.cpu", num_reads=4000, num_sweeps=20, num_threads=1, seed=0)
+    assert sampler.mode == "sample" and sampler.beta == 1.0
+    samples = sampler.sample(model)
+    assert samples.shape == (4000, 7) and samples.dtype == torch.float64
+    assert _max_moment_error(samples, model) < 0.05
+
+
+def test_persistent_device_chains_with_one_sweep_per_job_stay_at_the_model_distribution():
+    model = _rbm(1)
+    sampler = BoltzmannSampler("sa.cpu", num_reads=500, num_sweeps=1, num_threads=1, seed=1)
+    draws = [sampler.negative(model) for _ in range(12)][2:]  # two jobs of burn-in
+    neg = torch.cat(draws)
+    states, p = exact_model_distribution(model)
+    m1, _ = _moments(neg)
+    e1, _ = _moments(states, p)
+    # visible units are samples, hidden ones E[h|v]: both average to the exact marginals
+    assert float((m1 - e1).abs().max()) < 0.04
+
+
+def test_clamped_sampling_on_sa_cpu_draws_p_h_given_v():
+    model = BoltzmannMachine(3, 3, init_std=1.2, generator=_g(5), dtype=torch.float64)
+    sampler = BoltzmannSampler("sa.cpu", num_reads=10, num_sweeps=30, num_threads=1, seed=2)
+    rows = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    v = rows.repeat_interleave(1500, 0)
+    pos = sampler.positive(model, v)
+    assert pos.shape == (3000, 6) and torch.equal(pos[:, :3], v)
+    hid = torch.tensor(all_states(3) > 0, dtype=torch.float64)
+    for r in range(2):
+        states = torch.cat([rows[r].expand(8, 3), hid], dim=1)
+        p = torch.softmax(-model.energy(states).detach(), 0)
+        expected = (p[:, None] * hid).sum(0)
+        got = pos[r * 1500:(r + 1) * 1500, 3:].mean(0)
+        assert float((got - expected).abs().max()) < 0.05
+
+
+def test_clamped_rows_are_packed_up_to_the_device_size_limit():
+    calls = []
+
+    class Counting:
+        def __init__(self):
+            self.inner = DeviceOptimizer(kpp_sdk.get_device("sa.cpu", num_sweeps=5, num_threads=1),
+                                         num_reads=1)
+
+        def solve(self, M):
+            calls.append(M.shape[0] - 1)
+            return self.inner.solve(M)
+
+    model = BoltzmannMachine(2, 3, init_std=0.5, generator=_g(0), dtype=torch.float64)
+    sampler = BoltzmannSampler(KaiwuOptimizerDevice(Counting(), max_spins=7), num_reads=1,
+                               mode="anneal", beta=1.0)
+    pos = sampler.positive(model, torch.ones(5, 2, dtype=torch.float64))
+    assert pos.shape == (5, 5)
+    assert calls == [6, 6, 3]  # two rows of 3 hidden spins per job, then the last row
+
+
+def test_exact_sampler_matches_the_exact_distribution():
+    model = _rbm(2)
+    samples = ExactSampler(5000, seed=0).sample(model)
+    assert _max_moment_error(samples, model) < 0.04
+
+
+# --- effective temperature correction ------------------------------------------------------------
+
+
+def test_estimated_beta_converges_to_a_hot_devices_temperature_and_fixes_its_samples():
+    model = _rbm(3, std=1.0)
+    dev = HiddenTemperatureDevice(beta_dev=0.4)
+    assert not supports_boltzmann_sampling(dev)
+    naive = BoltzmannSampler(dev, num_reads=3000, mode="anneal", beta=1.0, seed=0)
+    corrected = BoltzmannSampler(dev, num_reads=3000, seed=0)
+    assert corrected.mode == "anneal" and corrected.estimate
+    for _ in range(6):
+        corrected.sample(model)
+    assert corrected.beta == pytest.approx(0.4, rel=0.1)
+    assert _max_moment_error(naive.sample(model), model) > 0.08
+    assert _max_moment_error(corrected.sample(model), model) < 0.05
+
+
+def test_reweighting_corrects_a_device_that_normalises_every_problem():
+    model = _rbm(4, std=1.0)
+    dev = HiddenTemperatureDevice(beta_dev=3.0, normalise=True)
+    plain = BoltzmannSampler(dev, num_reads=4000, reweight=False, seed=1)
+    reweighted = BoltzmannSampler(dev, num_reads=4000, seed=1)
+    err_plain = _max_moment_error(plain.sample(model), model)
+    err_rw = _max_moment_error(reweighted.sample(model), model)
+    assert reweighted.last["beta_hat"] > 1.2  # the device is colder than the model
+    assert 0 < reweighted.last["ess"] < 4000
+    assert err_plain > 0.2 and err_rw < err_plain / 2
+
+
+# --- CD / PCD / API ------------------------------------------------------------------------------
+
+
+def test_cd_starts_at_the_data_and_pcd_keeps_its_chains():
+    model = _rbm(5)
+    v = torch.ones(8, 4, dtype=torch.float64)
+    with pytest.raises(InvalidOptionError, match="data"):
+        ContrastiveDivergence(1).negative(model)
+    assert ContrastiveDivergence(2, seed=0).negative(model, v).shape == (8, 7)
+    pcd = PersistentContrastiveDivergence(1, num_chains=16, seed=0)
+    pcd.negative(model, v)
+    first = pcd._state[model].clone()
+    pcd.negative(model, v)
+    assert pcd._state[model].shape == (16, 7) and not torch.equal(first, pcd._state[model])
+    pcd.reset(model)
+    assert model not in pcd._state
+
+
+def test_pcd_chains_reach_the_model_distribution():
+    model = _rbm(6)
+    pcd = PersistentContrastiveDivergence(1, num_chains=2000, seed=0)
+    for _ in range(30):
+        pcd.negative(model)
+    assert _max_moment_error(pcd.sample(model, 3000), model) < 0.05
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ContrastiveDivergence(1, seed=0),
+    lambda: PersistentContrastiveDivergence(1, seed=0),
+    lambda: ExactSampler(50, seed=0),
+    lambda: BoltzmannSampler("sa.cpu", num_reads=50, num_sweeps=2, num_threads=1, seed=0),
+], ids=["cd", "pcd", "exact", "device"])
+def test_every_sampler_gives_both_phases_for_every_model_kind(make):
+    for model in (_rbm(7), BoltzmannMachine(3, 2, generator=_g(1), dtype=torch.float64),
+                  GaussianBernoulliRBM(3, 2, generator=_g(2), dtype=torch.float64)):
+        s = make()
+        v = torch.tensor([[1.0, 0.0, 1.0, 1.0][: model.num_visible]] * 6, dtype=torch.float64)
+        pos, neg = s.positive(model, v), s.negative(model, v)
+        assert pos.shape[1] == neg.shape[1] == model.num_nodes
+        assert torch.equal(pos[:, : model.num_visible], v[: pos.shape[0]])
+        loss = model.objective(pos, neg)
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters())
+
+
+def test_sampler_options_are_checked_at_construction():
+    with pytest.raises(UnknownOptionError, match="num_sweeps"):
+        BoltzmannSampler("sa.cpu", bogus_option=1)
+    with pytest.raises(InvalidOptionError, match="estimate"):
+        BoltzmannSampler("sa.cpu", beta="estimate", mode="sample")
+    with pytest.raises(InvalidOptionError, match="Boltzmann sampling mode"):
+        BoltzmannSampler(HiddenTemperatureDevice(1.0), mode="sample")
+    with pytest.raises(InvalidOptionError, match="sets the device options"):
+        BoltzmannSampler("sa.cpu", mode="sample", options={"beta": 2.0})
+    anneal = BoltzmannSampler("sa.cpu", mode="anneal", beta=2.0, options={"mode": "anneal"})
+    assert anneal.device_options == {"mode": "anneal"} and not anneal.estimate
+    with pytest.raises(InvalidOptionError, match="Device"):
+        as_device(42)
+
+
+def test_a_model_larger_than_the_device_is_rejected_before_any_job():
+    dev = HiddenTemperatureDevice(1.0)
+    model = RestrictedBoltzmannMachine(10, 5)
+    sampler = BoltzmannSampler(dev, num_reads=2)
+    with pytest.raises(ProblemTooLargeError, match=r"needs 15 spins .* at most 14"):
+        sampler.negative(model)
+
+
+# --- Kaiwu optimizers -----------------------------------------------------------------------------
+
+
+class _FixedSolver:
+    """Returns fixed rows (ancilla last), like a Kaiwu optimizer's solve()."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows)
+        self.seen = []
+
+    def solve(self, ising_matrix):
+        self.seen.append(np.asarray(ising_matrix))
+        return self.rows
+
+
+def test_model_sample_with_a_kaiwu_optimizer_fixes_the_ancilla_gauge():
+    model = RestrictedBoltzmannMachine(2, 1, dtype=torch.float64)
+    solver = _FixedSolver([[1, -1, 1, 1], [1, -1, 1, -1]])
+    states = model.sample(solver)
+    # the second row's ancilla is -1: flipping the whole row is the same Kaiwu energy
+    assert torch.equal(states, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]],
+                                            dtype=torch.float64))
+    np.testing.assert_allclose(solver.seen[0], model.get_ising_matrix())
+
+
+def test_kaiwu_optimizer_device_rejects_malformed_solver_output():
+    dev = KaiwuOptimizerDevice(_FixedSolver([[1, 0, 1]]))
+    with pytest.raises(kpp_sdk.JobFailedError):
+        dev.sample(IsingProblem(np.zeros((2, 2))), num_reads=1)
+
+
+def test_device_optimizer_round_trips_through_the_kaiwu_format():
+    problem = IsingProblem.random_sk(8, seed=1, fields=True)
+    opt = DeviceOptimizer("sa.cpu", num_reads=20, seed=0, num_sweeps=200, num_threads=1)
+    out = opt.solve(problem.to_kaiwu())
+    assert out.shape == (20, 9) and np.all(out[:, -1] == 1)
+    ground = min(problem.energy(all_states(8)))
+    assert problem.energy(out[:, :8]).min() == pytest.approx(ground)
+
+
+class TestKaiwuOptimizerDeviceConformance(DeviceConformance):
+    """The adapter is a Device like any other (sa.cpu behind a Kaiwu-style solve())."""
+
+    def make_device(self):
+        inner = kpp_sdk.get_device("sa.cpu", num_sweeps=20, num_threads=1)
+        return KaiwuOptimizerDevice(DeviceOptimizer(inner, num_reads=3), max_spins=64)

@@ -1,0 +1,149 @@
+"""`kpp train`: the main job, end to end on tiny settings."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+
+import kpp_sdk.registry
+from kpp_sdk import Device, DeviceProperties
+from kpp_sdk.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(capsys, *argv):
+    code = main(["train", *argv, "--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _log(folder):
+    return json.loads((folder / "log.json").read_text())
+
+
+def test_train_rbm_on_bars_and_stripes_writes_checkpoint_log_and_figures(tmp_path, capsys):
+    out = tmp_path / "bas"
+    code, stdout, err = _run(capsys, "rbm", "--dataset", "bas", "--device", "sa.cpu", "--epochs",
+                             "3", "--hidden", "8", "--batch-size", "14", "--lr", "0.1",
+                             "--out", str(out))
+    assert code == 0, err
+    for name in ("checkpoint.pt", "log.json", "samples.png", "loglik.png"):
+        assert (out / name).is_file()
+    assert (out / "samples.png").read_bytes()[:8] == PNG
+    log = _log(out)
+    assert [r["epoch"] for r in log["history"]] == [0, 1, 2, 3]
+    assert all(r["eval_method"] == "exact" for r in log["history"])
+    ll = log["result"]["final_test_log_likelihood"]
+    assert -9 * math.log(2) - 1 < ll < -math.log(14)
+    assert log["device"]["name"] == "sa.cpu" and "BoltzmannSampler" in log["sampler"]
+    assert log["history"][1]["sampler"]["device"] == "sa.cpu"
+    assert "test log-likelihood" in stdout and "(exact)" in stdout
+
+
+def test_readme_command_on_digits_runs_with_ais_evaluation(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = _run(capsys, "rbm", "--dataset", "digits", "--device", "sa.cpu",
+                             "--epochs", "1", "--ais-betas", "100", "--ais-chains", "20",
+                             "--sample-sweeps", "50", "--out", str(out))
+    assert code == 0, err
+    log = _log(out)
+    assert log["history"][-1]["eval_method"] == "ais"
+    assert log["model"] == {"class": "RestrictedBoltzmannMachine", "num_visible": 64,
+                            "num_hidden": 64}
+    assert log["result"]["seconds_per_epoch"] > 0
+    assert "AIS" in stdout
+
+
+def test_train_bm_with_hidden_units_and_pcd_baseline(tmp_path, capsys):
+    code, _, err = _run(capsys, "bm", "--dataset", "bas", "--hidden", "3", "--epochs", "2",
+                        "--batch-size", "14", "--out", str(tmp_path / "bm"))
+    assert code == 0, err
+    assert _log(tmp_path / "bm")["model"] == {"class": "BoltzmannMachine", "num_visible": 9,
+                                              "num_hidden": 3}
+    code, _, err = _run(capsys, "rbm", "--dataset", "bas", "--sampler", "pcd", "--hidden", "4",
+                        "--epochs", "2", "--out", str(tmp_path / "pcd"))
+    assert code == 0, err
+    log = _log(tmp_path / "pcd")
+    assert log["device"] is None and "PersistentContrastiveDivergence" in log["sampler"]
+
+
+def test_train_dbn_reports_layer_curves_and_classifier_accuracy(tmp_path, capsys):
+    out = tmp_path / "dbn"
+    code, stdout, err = _run(capsys, "dbn", "--dataset", "digits", "--hidden", "16,8",
+                             "--epochs", "1", "--eval", "none", "--finetune-epochs", "2",
+                             "--sample-sweeps", "20", "--out", str(out))
+    assert code == 0, err
+    log = _log(out)
+    assert log["model"] == {"class": "DeepBeliefNetwork", "layer_sizes": [64, 16, 8]}
+    assert [r["layer"] for r in log["history"]] == [1, 2]
+    assert 0 <= log["result"]["classifier"]["test_accuracy"] <= 1
+    assert "classifier test accuracy" in stdout
+
+
+def test_resume_from_a_checkpoint_of_another_shape_fails_before_training(tmp_path, capsys):
+    first = tmp_path / "a"
+    assert _run(capsys, "rbm", "--dataset", "bas", "--hidden", "4", "--epochs", "1",
+                "--out", str(first))[0] == 0
+    code, _, err = _run(capsys, "rbm", "--dataset", "bas", "--hidden", "5", "--epochs", "1",
+                        "--resume", str(first / "checkpoint.pt"), "--out", str(tmp_path / "b"))
+    assert code == 2
+    assert "quadratic_coef has shape (9, 4) in the checkpoint and (9, 5)" in err
+    assert not (tmp_path / "b").exists()
+    code, _, err = _run(capsys, "rbm", "--dataset", "bas", "--hidden", "4", "--epochs", "1",
+                        "--resume", str(first / "checkpoint.pt"), "--out", str(tmp_path / "c"))
+    assert code == 0, err
+
+
+class _TinyDevice(Device):
+    name = "test.tiny"
+    OPTIONS: dict = {}
+
+    @property
+    def properties(self):
+        return DeviceProperties(max_spins=100)
+
+    def _run(self, problem, *, num_reads, seed, options, ctx):  # pragma: no cover - never reached
+        raise AssertionError("no job may run for a model that does not fit")
+
+
+def test_a_device_too_small_for_the_model_is_a_one_line_error_before_training(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(kpp_sdk.registry, "get_device", lambda name, **kw: _TinyDevice())
+    code, _, err = _run(capsys, "rbm", "--dataset", "digits", "--device", "test.tiny",
+                        "--epochs", "1", "--out", str(tmp_path / "x"))
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "needs 128 spins but test.tiny takes at most 100" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_device_dataset_and_bad_hidden_sizes_are_one_line_errors(tmp_path, capsys):
+    for argv, message in [
+        (["rbm", "--dataset", "bas", "--device", "no.such.device"], "no device named"),
+        (["rbm", "--dataset", "imagenet"], "unknown data set"),
+        (["rbm", "--dataset", "bas", "--hidden", "4,4"], "one number"),
+        (["dbn", "--dataset", "bas", "--hidden", "4,x"], "integers"),
+    ]:
+        code, _, err = _run(capsys, *argv, "--epochs", "1", "--out", str(tmp_path / "x"))
+        assert code == 2 and message in err, (argv, err)
+
+
+def test_the_cli_module_does_not_import_torch_or_matplotlib():
+    code = ("import sys, kpp_sdk.cli, kpp_sdk.train_cli; kpp_sdk.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+
+
+def test_the_checkpoint_written_by_kpp_train_loads_into_the_same_model(tmp_path, capsys):
+    from kpp_sdk.models import RestrictedBoltzmannMachine, load_checkpoint
+
+    assert _run(capsys, "rbm", "--dataset", "bas", "--hidden", "6", "--epochs", "1",
+                "--out", str(tmp_path))[0] == 0
+    model, extra = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert isinstance(model, RestrictedBoltzmannMachine) and model.num_hidden == 6
+    assert extra["dataset"] == "bas-3x3"
+    assert np.isfinite(model.quadratic_coef.detach().numpy()).all()
