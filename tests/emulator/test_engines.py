@@ -1,0 +1,146 @@
+"""Engines, determinism, readout modes, trajectories, fields, sparse input, accumulation."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from kpp_sdk.emulator import (
+    CIMParameters,
+    get_profile,
+    ising_energy,
+    numba_available,
+    sample,
+    simulate,
+)
+from kpp_sdk.emulator.coupling import FLOAT32_EXACT_INT, accumulation_plan, quantize_couplings
+
+pytestmark = pytest.mark.skipif(not numba_available(), reason="numba not installed")
+
+
+@pytest.fixture(scope="module")
+def sk20(request):
+    rng = np.random.default_rng(3)
+    A = rng.choice([-1.0, 1.0], size=(20, 20))
+    J = np.triu(A, 1)
+    return J + J.T
+
+
+def test_same_seed_same_output(sk20):
+    for engine in ("numba", "xp"):
+        a = simulate(sk20, runs=50, seed=123, engine=engine)
+        b = simulate(sk20, runs=50, seed=np.random.default_rng(123), engine=engine)
+        c = simulate(sk20, runs=50, seed=124, engine=engine)
+        assert a.spins.dtype == np.int8 and a.spins.shape == (50, 20)
+        assert set(np.unique(a.spins)) <= {-1, 1}
+        assert np.array_equal(a.spins, b.spins)
+        assert not np.array_equal(a.spins, c.spins)
+        assert np.allclose(a.energies, ising_energy(sk20, None, a.spins))
+
+
+def test_numba_run_independent_of_batch_size(sk20):
+    # counter-based noise: run r sees the same noise whatever the number of runs
+    a = simulate(sk20, runs=10, seed=5, engine="numba", return_amplitudes=True)
+    b = simulate(sk20, runs=40, seed=5, engine="numba", return_amplitudes=True)
+    assert np.array_equal(a.spins, b.spins[:10])
+
+
+def test_algorithmic_mode_engines_agree(sk20):
+    par = CIMParameters(round_trips=150).algorithmic()
+    assert par.g2 == 0 and par.coef_bits is None and par.adc_bits is None and par.latency == 0
+    x0 = np.random.default_rng(0).uniform(-5e-4, 5e-4, size=(8, 20))
+    a = simulate(sk20, params=par, runs=8, x0=x0, engine="numba", record_runs=8)
+    b = simulate(sk20, params=par, runs=8, x0=x0, engine="xp", record_runs=8)
+    assert np.array_equal(a.spins, b.spins)
+    assert np.allclose(a.trajectories, b.trajectories, rtol=1e-4, atol=1e-5)
+    c = simulate(sk20, params=par.replace(dtype="float64"), runs=8, x0=x0, engine="xp")
+    assert np.array_equal(a.spins, c.spins)
+
+
+def test_hardware_mode_engines_same_statistics(sk20):
+    a = simulate(sk20, runs=400, seed=1, engine="numba")
+    b = simulate(sk20, runs=400, seed=1, engine="xp")
+    assert abs(a.energies.mean() - b.energies.mean()) < 0.05 * abs(a.energies.mean())
+
+
+def test_trajectories_subset_only(sk20):
+    r = simulate(sk20, runs=30, seed=1, params=CIMParameters(round_trips=100))
+    assert r.trajectories is None and r.final_amplitudes is None
+    r = simulate(
+        sk20, runs=30, seed=1, params=CIMParameters(round_trips=100), record_runs=4, record_every=10
+    )
+    assert r.trajectories.shape == (11, 4, 20)
+    assert list(r.trajectory_round_trips) == [0] + list(range(10, 101, 10))
+    r2 = simulate(sk20, runs=30, seed=1, params=CIMParameters(round_trips=100), record_runs=[3, 7])
+    assert r2.trajectories.shape == (101, 2, 20) and list(r2.trajectory_runs) == [3, 7]
+    # recording does not change the physics
+    assert np.array_equal(r.spins, r2.spins)
+    assert np.array_equal(np.sign(r2.trajectories[-1]).astype(np.int8), r2.spins[[3, 7]])
+
+
+def test_best_over_trajectory(sk20):
+    par = CIMParameters(xi0=0.6).with_feedback("ahc")
+    r = simulate(sk20, params=par, runs=100, seed=2, track_best=True)
+    assert r.best_spins.shape == r.spins.shape and r.best_spins.dtype == np.int8
+    assert np.all(r.best_energies <= r.energies + 1e-9)
+    assert np.allclose(r.best_energies, ising_energy(sk20, None, r.best_spins))
+
+
+@pytest.mark.parametrize("mode", ["cac", "cfc"])
+def test_other_feedback_modes_run(sk20, mode):
+    par = CIMParameters(xi0=0.6).with_feedback(mode)
+    for engine in ("numba", "xp"):
+        r = simulate(sk20, params=par, runs=100, seed=2, engine=engine, track_best=True)
+        assert set(np.unique(r.spins)) <= {-1, 1}
+        ground = min(r.best_energies.min(), r.energies.min())
+        assert np.mean(r.best_energies <= ground + 1e-9) > 0.1
+
+
+def test_field_through_ancilla():
+    rng = np.random.default_rng(0)
+    n = 30
+    h = rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.5, 1.0, size=n)
+    r = simulate(np.zeros((n, n)), h, CIMParameters(), runs=40, seed=0)
+    assert r.info["n_pulses"] == n + 1
+    assert np.all(r.spins == np.sign(h).astype(np.int8))  # aligned after the gauge fix
+    assert np.allclose(r.energies, -np.abs(h).sum())
+    # with couplings: the gauge-fixed energies are those of the (N+1)-spin problem
+    A = rng.choice([-1.0, 1.0], size=(n, n))
+    J = np.triu(A, 1)
+    J = J + J.T
+    r = simulate(J, 0.5 * h, CIMParameters(), runs=50, seed=1)
+    assert np.allclose(r.energies, ising_energy(J, 0.5 * h, r.spins))
+
+
+def test_sparse_equals_dense(sk20):
+    # exact integer accumulation: the sparse and dense products give identical results
+    a = simulate(sk20, runs=64, seed=9)
+    b = simulate(sp.csr_matrix(sk20), runs=64, seed=9)
+    assert np.array_equal(a.spins, b.spins)
+
+
+def test_exact_chunked_accumulation():
+    rng = np.random.default_rng(0)
+    n = 600
+    A = rng.choice([-1.0, 1.0], size=(n, n))
+    J = np.triu(A, 1)
+    J = J + J.T
+    Jq, _scale, _err = quantize_couplings(J, 8)  # all entries +-127
+    chunks, dt = accumulation_plan(Jq, 512)  # 10-bit ADC codes
+    assert dt == "float32" and len(chunks) == 3
+    for a, b in chunks:
+        assert np.abs(Jq[:, a:b]).sum(axis=1).max() * 512 <= FLOAT32_EXACT_INT
+    codes = rng.integers(-512, 512, size=(50, n))
+    codes[0] = np.where(Jq[0] > 0, 511, -512)  # worst case for row 0: |sum| = 127 * 511.5 * 599
+    exact = codes.astype(np.int64) @ Jq.astype(np.int64)
+    assert np.abs(exact).max() > FLOAT32_EXACT_INT  # a single float32 product would not be exact
+    c32 = codes.astype(np.float32)
+    J32 = Jq.astype(np.float32)
+    total = sum(np.matmul(c32[:, a:b], J32[a:b, :]).astype(np.int64) for a, b in chunks)
+    assert np.array_equal(total, exact)
+
+
+def test_sample_on_profile(sk20):
+    prof = get_profile("qboson-550")
+    r = sample(prof, sk20, runs=20, seed=1, round_trips=200)
+    assert r.info["profile"] == "qboson-550"
+    expected = prof.task_overhead_s + 20 * (200 + prof.reset_round_trips) * prof.round_trip_time_s
+    assert r.info["device_time_s"] == pytest.approx(expected)
