@@ -153,6 +153,15 @@ def write_rudy(problem: IsingProblem, f) -> None:
         f.write(f"{i + 1} {j + 1} {int(w) if float(w).is_integer() else repr(float(w))}\n")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once at import: os.umask is process-wide, not thread-safe to probe
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], binary: bool = False) -> None:
     """Write through a temporary file in the same folder and rename it into place.
 
@@ -163,6 +172,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], binary:
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             writer(f)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a user's file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,0 +1,294 @@
+"""``cim.emulator``: the physics-level measurement-feedback CIM of :mod:`kpp_sdk.emulator` as a
+Device.
+
+A job is one *task* on the emulated machine: ``runs`` runs of ``round_trips`` round trips each, on
+a hardware profile (``qboson-550`` by default: 550 spins, int8 couplings, a 1 km fiber ring).
+The result's ``timing["device_s"]`` is the time the real machine would have been busy with that
+task (set-up overhead + runs x (round trips + reset) x round-trip time, from
+:func:`kpp_sdk.emulator.device_time`), not the time the emulation took on this computer
+(``timing["run_s"]``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from kpp_sdk import emulator as emu
+from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
+from kpp_sdk.errors import InvalidOptionError, ProblemError, ProblemTooLargeError
+from kpp_sdk.problem import IsingProblem
+
+__all__ = ["CIMEmulator", "OUTPUTS", "estimate_beta"]
+
+#: ``"raw"``: one sample per run (``num_reads`` runs; Boltzmann-like sampling).
+#: ``"topk"``: the cloud's post-processing: ``runs`` runs, de-duplicated, the ``num_reads`` lowest
+#: energies returned with their occurrence counts.
+OUTPUTS = ("raw", "topk")
+
+#: Largest problem on a profile without a spin limit (``ideal``): bounded by memory, not physics.
+UNLIMITED_SPINS = 1 << 16
+
+
+class CIMEmulator(Device):
+    """A measurement-feedback coherent Ising machine, emulated round trip by round trip.
+
+    Physics (docs/cim-physics.md): optical pulses in a fiber ring; per round trip a pump ramp,
+    phase-sensitive gain with saturation, loss with vacuum noise, homodyne measurement of a
+    tapped fraction, an FPGA with an ADC, int8 couplings, exact integer accumulation, a DAC and a
+    feedback latency, injection, and readout by the sign of each pulse (an external field rides on
+    an ancilla pulse with a gauge fix). All runs of a job advance together: one matrix product per
+    round trip.
+
+    Options (defaults in brackets)
+    ------------------------------
+    profile ["qboson-550"]
+        Hardware profile (:func:`kpp_sdk.emulator.list_profiles`): ``qboson-550`` (QBoson's cloud
+        machine), ``ntt-2000`` (Inagaki et al. 2016), ``ideal`` (float couplings, only quantum
+        noise, no spin limit). Set it when constructing the device: it fixes
+        :attr:`properties`.
+    output ["raw"]
+        ``"raw"``: ``num_reads`` runs, one sample each (for Boltzmann sampling).
+        ``"topk"``: the cloud's post-processing: ``runs`` runs, de-duplicated, the ``num_reads``
+        lowest-energy states with their counts in ``num_occurrences`` (fewer rows when the runs
+        found fewer distinct states).
+    runs [None]
+        Runs per task in ``"topk"`` mode (None: the profile's, 2000). Not used in ``"raw"`` mode.
+    round_trips [None]
+        Round trips per run (None: the profile's, 1000 for ``qboson-550``).
+    feedback [None]
+        Amplitude control: ``"none"``, ``"ahc"``, ``"cac"``, ``"cfc"`` (None: the profile's).
+        Switching it on also sets the recommended fixed pump (see
+        :meth:`kpp_sdk.emulator.CIMParameters.with_feedback`).
+    temperature [0.0]
+        The temperature knob t in [0, 1] (:func:`kpp_sdk.emulator.temperature_knob`): 0 keeps the
+        profile's pump and noise (cold, for optimisation); larger t lowers the end pump towards the
+        coupled threshold and adds noise, so samples become hotter (smaller effective beta;
+        measure it with :func:`estimate_beta`).
+    track_best [False]
+        Return each run's lowest-energy state seen along its trajectory (as cim-optimizer does)
+        instead of the state at the last round trip.
+    engine ["auto"]
+        ``"numba"`` (fused CPU kernels), ``"xp"`` (array code on NumPy), ``"auto"``.
+    params [None]
+        A dict overriding any :class:`kpp_sdk.emulator.CIMParameters` field
+        (e.g. ``{"p1": 1.1, "sigma_add": 0.05}``); checked against its physical range at submit.
+    """
+
+    name = "cim.emulator"
+    DEFAULT_NUM_READS = 100
+    OPTIONS = {
+        "profile": "qboson-550",
+        "output": "raw",
+        "runs": None,
+        "round_trips": None,
+        "feedback": None,
+        "temperature": 0.0,
+        "track_best": False,
+        "engine": "auto",
+        "params": None,
+    }
+    FAST_OPTIONS = {"round_trips": 120}
+
+    def __init__(self, **defaults: Any):
+        profile = defaults.get("profile", self.OPTIONS["profile"])
+        self._profile = self._get_profile(profile)
+        super().__init__(**defaults)
+        self._check_options(dict(self._defaults), None)
+
+    @staticmethod
+    def _get_profile(name: Any) -> emu.HardwareProfile:
+        if isinstance(name, emu.HardwareProfile):
+            return name
+        try:
+            return emu.get_profile(name)
+        except emu.UnknownProfileError as exc:
+            raise InvalidOptionError(f"{exc}; pass profile=<one of them>") from None
+
+    @property
+    def profile(self) -> emu.HardwareProfile:
+        """The hardware profile this device emulates."""
+        return self._profile
+
+    @property
+    def properties(self) -> DeviceProperties:
+        prof = self._profile
+        return DeviceProperties(
+            max_spins=prof.max_spins or UNLIMITED_SPINS,
+            coefficient_bits=prof.coefficient_bits,
+            supports_fields=True,
+            is_remote=False,
+            device_time_per_sample=prof.run_time_s(),
+            max_reads=100_000,
+            extra={
+                "profile": prof.name,
+                "description": prof.description,
+                "round_trip_time_s": prof.round_trip_time_s,
+                "pulse_slots": prof.pulse_slots,
+                "task_overhead_s": prof.task_overhead_s,
+                "default_runs": prof.default_runs,
+            },
+        )
+
+    # --- checks, all before any work ------------------------------------------------------
+
+    def _check_options(self, options: dict, problem: IsingProblem | None) -> dict:
+        prof = self._get_profile(options["profile"])
+        if prof.name != self._profile.name:
+            raise InvalidOptionError(
+                f"this device emulates profile {self._profile.name!r}; its limits are its "
+                f"properties, so the profile is fixed per device: use "
+                f"get_device('cim.emulator', profile={prof.name!r}) for {prof.name!r}"
+            )
+        if options["output"] not in OUTPUTS:
+            raise InvalidOptionError(f"output must be one of {OUTPUTS}, got {options['output']!r}")
+        for key in ("runs", "round_trips"):
+            v = options[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise InvalidOptionError(f"{key} must be a positive integer or None, got {v!r}")
+        if options["runs"] is not None and options["output"] == "raw":
+            raise InvalidOptionError(
+                "runs is the task size of output='topk'; with output='raw' every run is one read, "
+                "so set num_reads instead"
+            )
+        t = options["temperature"]
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= t <= 1.0:
+            raise InvalidOptionError(f"temperature must be a number in [0, 1], got {t!r}")
+        if not isinstance(options["track_best"], (bool, np.bool_)):
+            raise InvalidOptionError(f"track_best must be True or False, got {options['track_best']!r}")
+        if options["engine"] not in ("auto", "numba", "xp"):
+            raise InvalidOptionError(f"engine must be 'auto', 'numba' or 'xp', got {options['engine']!r}")
+        params = options["params"]
+        if params is not None and not isinstance(params, dict):
+            raise InvalidOptionError(
+                f"params must be a dict of CIMParameters fields, got {type(params).__name__}")
+        self._parameters(options)  # physical ranges, unknown parameter names
+        return options
+
+    def _parameters(self, options: dict, problem: IsingProblem | None = None) -> emu.CIMParameters:
+        """The CIM parameters of a job: profile, then feedback, round trips, params, temperature."""
+        try:
+            cim = self._profile.cim
+            if options["feedback"] is not None:
+                cim = cim.with_feedback(options["feedback"])
+            if options["round_trips"] is not None:
+                cim = cim.replace(round_trips=int(options["round_trips"]))
+            if options["params"]:
+                cim = cim.replace(**options["params"])
+            if problem is not None and options["temperature"] > 0:
+                J, h = _arrays(problem)
+                cim = emu.temperature_knob(cim, float(options["temperature"]), J=J, h=h)
+        except emu.ParameterError as exc:
+            raise InvalidOptionError(f"{exc}; see kpp_sdk.emulator.CIMParameters") from None
+        return cim
+
+    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+        try:
+            self._profile.check_problem(problem.n, problem.has_fields)
+        except emu.SpinLimitError as exc:
+            raise ProblemTooLargeError(
+                f"{exc}; reduce the problem or use get_device('cim.emulator', profile='ideal') "
+                "(no spin limit)") from None
+        if options["output"] == "topk":
+            runs = options["runs"] or self._profile.default_runs
+            if num_reads > runs:
+                raise InvalidOptionError(
+                    f"output='topk' returns at most runs={runs} states; num_reads={num_reads} "
+                    "is larger: lower num_reads or raise runs")
+
+    # --- the work ---------------------------------------------------------------------------
+
+    def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
+             ctx: RunContext) -> RunResult:
+        cim = self._parameters(options, problem)
+        topk = options["output"] == "topk"
+        runs = (options["runs"] or self._profile.default_runs) if topk else num_reads
+        J, h = _arrays(problem)
+        ctx.raise_if_cancelled()
+        try:
+            res = emu.simulate(J, h, cim, runs=runs, seed=seed, engine=options["engine"],
+                               track_best=bool(options["track_best"]))
+        except emu.ProblemError as exc:  # IsingProblem validated already; keep the hierarchy
+            raise ProblemError(str(exc)) from None
+        spins = res.best_spins if options["track_best"] else res.spins
+        occ = None
+        if topk:
+            spins, occ = _top_k(problem, spins, num_reads)
+        device_s = emu.device_time(self._profile.replace(cim=cim), problem.n, runs,
+                                   cim.round_trips, has_field=problem.has_fields)
+        info = {
+            "profile": self._profile.name,
+            "runs": runs,
+            "round_trips": cim.round_trips,
+            "feedback": cim.feedback,
+            "p1": cim.p1,
+            "sigma_add": cim.sigma_add,
+            "engine": res.info.get("engine"),
+            "xi": _plain(res.info.get("xi")),
+            "coupling_scale": _plain(res.info.get("coupling_scale")),
+            "coupling_quantization_error": _plain(res.info.get("coupling_quantization_error")),
+            "spectral_radius": _plain(res.info.get("spectral_radius")),
+        }
+        return RunResult(np.ascontiguousarray(spins, dtype=np.int8), occ, device_s, info)
+
+    def trace(self, problem: IsingProblem, *, runs: int = 8, seed: Any = 0, record_every: int = 1,
+              **options: Any) -> emu.CIMResult:
+        """Run ``runs`` runs and keep every pulse's amplitude over the round trips (for plots).
+
+        Returns the emulator's :class:`kpp_sdk.emulator.CIMResult`; ``trajectories`` has shape
+        (records, runs, N [+1 ancilla]) and ``trajectory_round_trips`` the round trip of each
+        record. Trajectories are never stored by :meth:`submit`.
+        """
+        from kpp_sdk.device import resolve_seed
+
+        problem = self.check_problem(problem)
+        opts = self._check_options(self._merge_options(options, self._defaults), problem)
+        self._check_run(problem, 1, opts)
+        cim = self._parameters(opts, problem)
+        J, h = _arrays(problem)
+        return emu.simulate(J, h, cim, runs=int(runs), seed=resolve_seed(seed),
+                            engine=opts["engine"], record_runs=True,
+                            record_every=int(record_every))
+
+
+def _arrays(problem: IsingProblem):
+    J = problem.sparse_J() if problem.is_sparse else problem.dense_J()
+    h = problem.h if problem.has_fields else None
+    return J, h
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _top_k(problem: IsingProblem, spins: np.ndarray, k: int):
+    """De-duplicate runs, keep the ``k`` lowest energies (ties in first-seen order)."""
+    uniq, first, inverse = np.unique(spins, axis=0, return_index=True, return_inverse=True)
+    counts = np.bincount(inverse.ravel(), minlength=len(uniq))
+    energies = np.asarray(problem.energy(uniq), dtype=np.float64)
+    order = np.lexsort((first, energies))[:k]
+    return uniq[order], counts[order].astype(np.int64)
+
+
+def estimate_beta(sampleset, problem: IsingProblem, *, min_count: int = 5):
+    """The effective inverse temperature of ``sampleset`` drawn on ``problem`` (n <= 24).
+
+    Fits exp(-beta E) to the samples by moment matching (``beta_moment``: the mean energy of the
+    samples equals the Boltzmann mean energy) and by maximum likelihood over the states seen at
+    least ``min_count`` times (``beta_ml``), against the exact spectrum of ``problem``. Returns
+    :class:`kpp_sdk.emulator.BetaEstimate`. Models use it to calibrate the emulator's temperature
+    (the ``temperature`` option moves it).
+    """
+    if problem.n > 24:
+        raise ProblemError(f"estimate_beta enumerates all 2^n states; n = {problem.n} > 24 is too "
+                           "large: estimate on a smaller problem of the same kind")
+    J, h = _arrays(problem)
+    J = J.toarray() if hasattr(J, "toarray") else J
+    spins = np.repeat(sampleset.spins, np.asarray(sampleset.num_occurrences, dtype=np.int64), axis=0)
+    return emu.estimate_beta(spins=spins, J=J, h=h, min_count=min_count)
