@@ -12,13 +12,16 @@ Main entry points
 ``simulate_queue(tasks, profile)``                            FIFO queue of tasks (simpy)
 ``estimate_beta(energies, J=..., h=...)``                     effective inverse temperature
 ``temperature_knob(params, t, p_threshold)``                  one knob -> pump and noise
+``calibrate_knob(profile, J, target_energy, knob=...)``        fit an imperfection knob (V5)
 
 Physics and validation numbers: docs/cim-physics.md.
 """
 
 from .calibration import (
     BetaEstimate,
+    KnobCalibration,
     SampleQuality,
+    calibrate_knob,
     enumerate_energies,
     estimate_beta,
     sample_quality,
@@ -54,6 +57,7 @@ __all__ = [
     "CIMResult",
     "EmulatorError",
     "HardwareProfile",
+    "KnobCalibration",
     "Machine",
     "ParameterError",
     "ProblemError",
@@ -62,6 +66,7 @@ __all__ = [
     "Task",
     "TaskTiming",
     "UnknownProfileError",
+    "calibrate_knob",
     "check_problem",
     "check_slots",
     "coupled_threshold",

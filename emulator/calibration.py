@@ -28,7 +28,9 @@ from .errors import ParameterError
 
 __all__ = [
     "BetaEstimate",
+    "KnobCalibration",
     "SampleQuality",
+    "calibrate_knob",
     "energy_levels",
     "enumerate_energies",
     "estimate_beta",
@@ -291,6 +293,103 @@ def temperature_knob(
     p1 = params.p1 + t * (p_threshold - params.p1)
     s = params.sigma_add + t * (hot_sigma_add - params.sigma_add)
     return params.replace(p1=float(p1), sigma_add=float(s))
+
+
+@dataclass(frozen=True)
+class KnobCalibration:
+    """Result of :func:`calibrate_knob`.
+
+    knob: the calibrated parameter; value: its calibrated value; mean_energy: the mean run
+    energy at ``value``; target: the target energy; rel_error: |mean - target| / |target|;
+    history: (value, mean energy) of every evaluation, in order; profile: the profile with
+    ``knob = value``.
+    """
+
+    knob: str
+    value: float
+    mean_energy: float
+    target: float
+    rel_error: float
+    history: tuple
+    profile: object
+
+
+def calibrate_knob(
+    profile,
+    J,
+    target_energy: float,
+    *,
+    knob: str = "sigma_el",
+    bounds: tuple[float, float] = (0.0, 1.0),
+    h=None,
+    runs: int = 16,
+    seed=0,
+    rtol: float = 0.002,
+    max_evals: int = 12,
+    engine: str = "auto",
+) -> KnobCalibration:
+    """Set one imperfection knob of ``profile`` so that the mean run energy on (J, h) equals
+    ``target_energy`` (docs/cim-physics.md, V5).
+
+    The knob must make the machine worse monotonically (more noise: a higher mean energy);
+    the search brackets ``target_energy`` within ``bounds`` and then interpolates (regula falsi
+    on the measured mean energies, bisection when it stalls) until the mean is within
+    ``rtol`` of the target or ``max_evals`` evaluations were spent; it returns the best value
+    seen. Every evaluation runs ``runs`` runs with the same seed (common random numbers, so
+    the mean energy is a smooth function of the knob). Raises :class:`ParameterError` when
+    the target is outside what the bounds can reach.
+    """
+    from .physics import sample
+
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ParameterError("bounds", bounds, "finite (lo, hi) with lo < hi")
+    profile.replace(**{knob: lo})  # validates the knob name and the bounds
+    profile.replace(**{knob: hi})
+    history = []
+
+    def energy(v):
+        res = sample(profile, J, h, runs=runs, seed=seed, engine=engine, **{knob: v})
+        e = float(res.energies.mean())
+        history.append((v, e))
+        return e
+
+    target = float(target_energy)
+    e_lo, e_hi = energy(lo), energy(hi)
+    if not (min(e_lo, e_hi) <= target <= max(e_lo, e_hi)):
+        raise ParameterError(
+            "target_energy",
+            target,
+            f"a mean energy between {e_lo:.6g} ({knob}={lo}) and {e_hi:.6g} ({knob}={hi}); "
+            "widen the bounds or pick another knob",
+        )
+    side = 0
+    for _ in range(max_evals - 2):
+        if abs(e_hi - e_lo) <= 0:
+            break
+        v = lo + (target - e_lo) * (hi - lo) / (e_hi - e_lo)
+        if side == 2 or not (lo < v < hi):
+            v = 0.5 * (lo + hi)
+        e = energy(v)
+        if abs(e - target) <= rtol * abs(target):
+            break
+        if (e - target) * (e_lo - target) > 0:
+            lo, e_lo = v, e
+            side = side + 1 if side > 0 else 1
+        else:
+            hi, e_hi = v, e
+            side = side - 1 if side < 0 else -1
+        side = 2 if abs(side) >= 2 else side
+    best_v, best_e = min(history, key=lambda ve: abs(ve[1] - target))
+    return KnobCalibration(
+        knob=knob,
+        value=best_v,
+        mean_energy=best_e,
+        target=target,
+        rel_error=abs(best_e - target) / abs(target),
+        history=tuple(history),
+        profile=profile.replace(**{knob: best_v}),
+    )
 
 
 _ = ising_energy  # re-exported helper used by callers of this module

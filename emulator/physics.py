@@ -14,9 +14,12 @@ One round trip k, for every run r and pulse i (state arrays are (runs, N)):
 7. readout s = sign(x) at the last round trip (and, optionally, the best-energy spins seen
    along the trajectory), with the ancilla gauge fix for external fields.
 
-The coupling of all runs is ONE matrix product per round trip, ``codes @ J_int`` (J symmetric),
-split into column chunks that are each exact in float32 (see
-:func:`kpp_sdk.emulator.coupling.accumulation_plan`) and added in float64.
+The coupling of all runs is ONE matrix product per round trip, ``codes @ J_int`` (J symmetric).
+The CPU engine multiplies int16 ADC codes by the int16 (int8-valued) couplings with exact int32
+accumulation in a fused kernel (``_fast.igemm``, ``vpmaddwd`` on x86), as the FPGA does; the
+array-module engine (and the sparse path) splits it into column chunks that are each exact in
+float32 (see :func:`kpp_sdk.emulator.coupling.accumulation_plan`) and adds them in float64.
+Both are exact, so they give the same sums bit for bit.
 
 Two engines share this driver:
 
@@ -28,10 +31,10 @@ Two engines share this driver:
   single-threaded BLAS (the kernels release the GIL), so there is no barrier per round trip;
   the counter-based noise makes the result independent of the split.
 
-Speed (2 cores, AMD EPYC, 550 spins, 2000 runs x 1000 round trips, qboson-550 defaults): about
-14-15 s wall against 10.5 s of device time (real-time factor ~0.7); per round trip and core the
-exact int8 x 10-bit product costs 14.4 ms, the gain/noise/ADC kernel 8.4 ms, the DAC/injection
-kernel 1.5 ms.
+Speed: ``benchmarks/bench_emulator.py`` (real-time factor at 550 spins, 2000 runs x 1000
+round trips, qboson-550). Per round trip and 1000 runs on one core (AMD EPYC, min of repeats):
+the int16 product ~5.5 ms (the chunked float32 BLAS product it replaced: ~8.5 ms), the
+gain/noise/ADC kernel ~4-4.5 ms, the DAC/injection kernel ~0.5 ms.
 """
 
 from __future__ import annotations
@@ -125,6 +128,12 @@ def _resolve_engine(
     if engine not in ("auto", "xp", "numba"):
         raise ParameterError("engine", engine, "'auto', 'xp' or 'numba'")
     fits = runs * n_total < 2**32
+    if engine == "numba" and params.integrator != "map":
+        raise ParameterError(
+            "engine",
+            engine,
+            "'xp' or 'auto' for integrator='euler' (the numba engine runs the map)",
+        )
     if engine == "numba":
         if xp is not np:
             raise ParameterError("engine", engine, "'numba' runs on the CPU only (xp=numpy)")
@@ -141,6 +150,7 @@ def _resolve_engine(
         return "xp"
     if (
         xp is np
+        and params.integrator == "map"
         and params.dtype == "float32"
         and gemm_dtype == "float32"
         and fits
@@ -168,8 +178,60 @@ def _record_indices(record_runs, runs: int) -> np.ndarray | None:
     return idx
 
 
+class _IntGemm:
+    """The FPGA matrix product of the CPU engine in integers, as the FPGA does it: int16 ADC
+    codes times int16 (int8-valued) couplings, accumulated exactly in int32 by one fused kernel
+    (:func:`kpp_sdk.emulator._fast.igemm`). The same sums as the chunked float32 product, bit
+    for bit (both are exact), at about twice the speed. ``codes`` buffers are (runs, P) int16
+    with P = N_total padded to a multiple of 16 (zero columns)."""
+
+    code_dtype = np.int16
+
+    def __init__(self, prob: PreparedProblem, runs: int, m16=None):
+        from . import _fast
+
+        self._igemm = _fast.igemm
+        self.M = _int16_couplings(prob) if m16 is None else m16
+        self.acc = np.empty((1, runs, prob.n_total), dtype=np.int32)
+
+    def __call__(self, codes):
+        self._igemm(codes, self.M, self.acc[0])
+        return self.acc
+
+
+def _padded_width(n: int) -> int:
+    from ._fast import IGEMM_PAD
+
+    return -(-n // IGEMM_PAD) * IGEMM_PAD
+
+
+def _int16_couplings(prob: PreparedProblem) -> np.ndarray:
+    """The integer couplings as (N_total, P) int16 rows, zero-padded to P columns."""
+    n = prob.n_total
+    M16 = np.zeros((n, _padded_width(n)), dtype=np.int16)
+    M16[:, :n] = prob.M_fpga
+    return M16
+
+
+def _use_int_gemm(eng: str, prob: PreparedProblem, params: CIMParameters, integer_acc: bool):
+    """The exact int16 x int16 -> int32 product applies to the CPU engine with quantised,
+    dense couplings and ADC codes that fit int16, when the accumulation plan guarantees row
+    sums < 2**31 (gemm_dtype float32; see coupling.accumulation_plan)."""
+    return (
+        eng == "numba"
+        and integer_acc
+        and not prob.sparse
+        and params.adc_bits is not None
+        and params.adc_bits <= 16
+        and params.coef_bits is not None
+        and params.coef_bits <= 16
+    )
+
+
 class _Gemm:
     """The FPGA matrix product for all runs: acc[c] = codes[:, chunk_c] @ M[chunk_c, :]."""
+
+    code_dtype = None
 
     def __init__(self, prob: PreparedProblem, xp, runs: int):
         self.xp = xp
@@ -443,6 +505,8 @@ def _simulate(
             "a range whose accumulation plan fits float32 chunks "
             "for engine='numba' (use engine='xp')",
         )
+    int_gemm = coupled and _use_int_gemm(eng, prob, params, integer_acc)
+    m16 = _int16_couplings(prob) if int_gemm else None
     x0a = None
     if x0 is not None:
         x0a = np.asarray(x0, dtype=dt)
@@ -515,8 +579,12 @@ def _simulate(
                     y[...] = (g / 2.0) * rng.normal((Rb, Nt), dt)
         if x0a is not None:
             x[...] = xp.asarray(np.ascontiguousarray(x0a[r0:r1]))
-        codes = xp.zeros((L + 1, Rb, Nt), dtype=dt)
-        gemm = _Gemm(prob, xp, Rb) if coupled else None
+        if int_gemm:
+            codes = np.zeros((L + 1, Rb, _padded_width(Nt)), dtype=np.int16)
+            gemm = _IntGemm(prob, Rb, m16) if coupled else None
+        else:
+            codes = xp.zeros((L + 1, Rb, Nt), dtype=dt)
+            gemm = _Gemm(prob, xp, Rb) if coupled else None
         e = xp.ones((Rb, Nt), dtype=dt) if (mode or eng == "numba") else xp.ones((1, 1), dtype=dt)
         a_row = xp.zeros(Rb, dtype=dt)
         beta_row = xp.zeros(Rb, dtype=dt)
@@ -720,6 +788,7 @@ def _simulate(
         "coupling_scale": prob.coupling_scale,
         "coupling_quantization_error": prob.quant_error,
         "accumulation": {"dtype": prob.gemm_dtype, "chunks": list(prob.chunks)},
+        "fpga_product": "int16x16->int32" if int_gemm else f"{prob.gemm_dtype} chunks",
         "p_threshold_map": p_map,
         "p_threshold_continuum": p_cont,
         "stability_margin": params.dtau * xi * abs(prob.lambda_min),
@@ -765,6 +834,11 @@ def _xp_gain_loss_measure(
         p = p_k + params.sigma_pump * rng.normal(shape, dt)
     else:
         p = dt(p_k)
+    if params.integrator == "euler":
+        _xp_euler_drift_measure(
+            xp, rng, x, y, code_out, p, params, dt, dtau, vac_std, meas_std, adc_lsb, adc_lo, adc_hi
+        )
+        return
     if params.track_quadrature:
         s2 = x * x + y * y
         y *= xp.exp(dtau * (-p - s2))
@@ -782,6 +856,28 @@ def _xp_gain_loss_measure(
         code_out[...] = xp.clip(xp.floor(xm * dt(1.0 / adc_lsb) + dt(0.5)), adc_lo, adc_hi)
     else:
         code_out[...] = xm
+
+
+def _xp_euler_drift_measure(
+    xp, rng, x, y, code_out, p, params, dt, dtau, vac_std, meas_std, adc_lsb, adc_lo, adc_hi
+):
+    """integrator="euler": measure x at the start of the step, then one forward-Euler step of
+    the gain/loss drift, x <- x + dtau (p - 1 - x^2 - y^2) x (the coupling follows in the
+    injection step), plus the map's vacuum noise."""
+    R, N = x.shape
+    xm = x + dt(meas_std) * rng.normal((R, N), dt) if meas_std > 0 else x
+    if params.adc_bits is not None:
+        code_out[...] = xp.clip(xp.floor(xm * dt(1.0 / adc_lsb) + dt(0.5)), adc_lo, adc_hi)
+    else:
+        code_out[...] = xm
+    s2 = x * x + y * y if params.track_quadrature else x * x
+    if params.track_quadrature:
+        y += dt(dtau) * (-p - 1 - s2) * y
+        if vac_std > 0:
+            y += dt(vac_std) * rng.normal((R, N), dt)
+    x += (dt(dtau) * (p - 1 - s2) * x).astype(dt, copy=False)
+    if vac_std > 0:
+        x += dt(vac_std) * rng.normal((R, N), dt)
 
 
 def _xp_inject(

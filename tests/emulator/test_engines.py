@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 from kpp_sdk.emulator import (
     CIMParameters,
+    ParameterError,
     get_profile,
     ising_energy,
     numba_available,
@@ -144,3 +145,52 @@ def test_sample_on_profile(sk20):
     assert r.info["profile"] == "qboson-550"
     expected = prof.task_overhead_s + 20 * (200 + prof.reset_round_trips) * prof.round_trip_time_s
     assert r.info["device_time_s"] == pytest.approx(expected)
+
+
+def test_euler_integrator_is_reference_engine_only():
+    J = np.array([[0.0, 1.0], [1.0, 0.0]])
+    par = CIMParameters(round_trips=5, integrator="euler")
+    with pytest.raises(ParameterError) as ei:
+        simulate(J, None, par, runs=2, engine="numba")
+    assert "integrator" in str(ei.value)
+    assert simulate(J, None, par, runs=2).info["engine"] == "xp"  # auto picks the xp engine
+    with pytest.raises(ParameterError):
+        CIMParameters(integrator="rk4")
+
+
+@pytest.mark.parametrize("rows,n", [(1, 1), (7, 5), (10, 37), (101, 550)])
+def test_integer_fpga_product_exact(rows, n):
+    from kpp_sdk.emulator import _fast
+
+    rng = np.random.default_rng(n)
+    width = -(-n // _fast.IGEMM_PAD) * _fast.IGEMM_PAD
+    codes = np.zeros((rows, width), dtype=np.int16)
+    codes[:, :n] = rng.integers(-512, 512, size=(rows, n))
+    codes[0, :n] = 511  # the worst case of the accumulation bound for the first row
+    A = rng.integers(-127, 128, size=(n, n))
+    M = np.zeros((n, width), dtype=np.int16)
+    M[:, :n] = A
+    out = np.zeros((rows, n), dtype=np.int32)
+    _fast.igemm(codes, M, out)
+    assert np.array_equal(out, codes[:, :n].astype(np.int64) @ A.T.astype(np.int64))
+
+
+@pytest.mark.parametrize("feedback", ["none", "ahc", "cac"])
+def test_integer_product_same_dynamics_as_float_chunks(monkeypatch, feedback):
+    # the int16 x int16 -> int32 product and the chunked float32 BLAS product are both exact:
+    # the amplitudes must agree bit for bit (field through the ancilla, latency 2)
+    from kpp_sdk.emulator import physics
+
+    rng = np.random.default_rng(4)
+    n = 45
+    J = np.triu(rng.standard_normal((n, n)), 1)
+    J = J + J.T
+    h = 0.3 * rng.standard_normal(n)
+    par = CIMParameters(round_trips=120, latency=2).with_feedback(feedback)
+    kw = {"runs": 40, "seed": 3, "engine": "numba", "return_amplitudes": True}
+    a = simulate(J, h, par, **kw)
+    monkeypatch.setattr(physics, "_use_int_gemm", lambda *args: False)
+    b = simulate(J, h, par, **kw)
+    assert a.info["fpga_product"] == "int16x16->int32"
+    assert b.info["fpga_product"] == "float32 chunks"
+    assert np.array_equal(a.final_amplitudes, b.final_amplitudes)

@@ -123,3 +123,26 @@ def test_malformed_problems():
         simulate(np.zeros((2, 2)), h=np.ones(3), params=p)
     with pytest.raises(ParameterError):
         simulate(np.zeros((2, 2)), params=p, runs=0)
+
+
+@pytest.mark.parametrize("name,limit", [("qboson-550", 550), ("ntt-2000", 2000)])
+def test_sample_over_spin_limit_raises_before_work(name, limit):
+    from kpp_sdk.emulator import sample
+
+    J = np.zeros((limit + 1, limit + 1))
+    with pytest.raises(SpinLimitError) as ei:
+        sample(get_profile(name), J, runs=1, round_trips=1)
+    assert ei.value.n_spins == limit + 1 and ei.value.limit == limit
+    assert name in str(ei.value) and str(limit) in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [({"loss_db": -3.0}, "loss_db"), ({"detector_efficiency": 1.01}, "detector_efficiency")],
+)
+def test_bad_physical_parameter_through_sample(kw, name):
+    from kpp_sdk.emulator import sample
+
+    with pytest.raises(ParameterError) as ei:
+        sample(get_profile("qboson-550"), np.zeros((3, 3)), runs=1, **kw)
+    assert ei.value.name == name

@@ -1,0 +1,321 @@
+"""QBM-VAE against a Gaussian-prior VAE and scVI on single-cell integration (issue 7), scored with
+scIB metrics; writes a table like Table 1 of the QBM-VAE paper and UMAP figures.
+
+    python benchmarks/bench_single_cell.py --quick --out bench-single-cell    # one seed, fewer epochs
+    python benchmarks/bench_single_cell.py --out bench-single-cell            # 3 seeds, 120 epochs
+
+Data (``--dataset``): by default ``pbmc68k_simulated_batches``: the 700 real PBMCs that scanpy
+ships, with integer counts rebuilt from ``.raw`` and split into **three simulated batches**
+(library size x1, x0.5, x2; gene-wise log-normal factors with sd 0.5 per batch; extra dropout
+0, 15 %, 30 %; :func:`kpp_sdk.models.single_cell.simulate_batches`, data seed 0). No multi-batch
+data set ships offline, so the batches are simulated, not measured. Any ``.h5ad`` path (or a name
+under ``$KPP_DATA_DIR/single-cell/``) works too, with ``--batch-key``, ``--labels-key`` and
+``--layer``.
+
+Methods, all with the same latent size (``--n-latent``, default 32), the same data, epochs,
+batch size (128) and KL warm-up (linear over all epochs, as scVI does below 400 epochs):
+
+* ``PCA (unintegrated)``: PCA of log-normalised counts, the reference scIB starts from;
+* ``VAE (Gaussian prior)``: :class:`kpp_sdk.models.GaussianVAE`, same encoder/decoder/NB
+  likelihood as QBM-VAE;
+* ``scVI``: scvi-tools' SCVI (its defaults: ZINB, 128 hidden units, 1 layer) when installed;
+* ``QBM-VAE (sa.cpu)``: Boltzmann prior, negative phase from ``sa.cpu`` in Boltzmann-sampling mode
+  (``--num-reads`` reads, persistent chains, 5 sweeps per step);
+* ``QBM-VAE (cim.emulator)``: negative phase from the CIM emulator (raw output, its ``FAST``
+  round trips, effective temperature estimated and corrected by
+  :class:`kpp_sdk.torch_bridge.BoltzmannSampler`).
+
+Scores: scib-metrics' Benchmarker (raw scores, not min-max scaled across methods) when it is
+installed, and always the scIB-style subset of :mod:`kpp_sdk.models.single_cell_metrics` (not
+scib-metrics). Aggregates: Bio conservation, Batch correction, Total = 0.6 bio + 0.4 batch;
+mean +- sd over seeds. The time of every fit is reported (wall and process CPU seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("pca", "vae", "scvi", "qbm-sa", "qbm-cim")
+LABELS = {"pca": "PCA (unintegrated)", "vae": "VAE (Gaussian prior)", "scvi": "scVI",
+          "qbm-sa": "QBM-VAE (sa.cpu)", "qbm-cim": "QBM-VAE (cim.emulator)"}
+KEYS = {m: f"X_{m.replace('-', '_')}" for m in METHODS}
+
+
+def _have(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def _device_available(name: str) -> bool:
+    import kpp_sdk
+
+    return any(d.name == name for d in kpp_sdk.list_devices(available_only=True))
+
+
+def fit_method(method: str, adata, args, seed: int) -> tuple[np.ndarray, dict]:
+    """Train ``method`` on ``adata`` and return its embedding and timing."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    info: dict = {}
+    if method == "pca":
+        import scanpy as sc
+
+        a = adata.copy()
+        a.X = a.layers[args.layer].copy() if args.layer else a.X
+        sc.pp.normalize_total(a, target_sum=1e4)
+        sc.pp.log1p(a)
+        sc.pp.pca(a, n_comps=min(args.n_latent, a.n_vars - 1), random_state=seed)
+        z = a.obsm["X_pca"]
+    elif method == "scvi":
+        import scvi
+
+        scvi.settings.seed = seed
+        scvi.settings.num_threads = args.threads
+        a = adata.copy()
+        scvi.model.SCVI.setup_anndata(a, layer=args.layer, batch_key=args.batch_key)
+        m = scvi.model.SCVI(a, n_latent=args.n_latent)
+        m.train(max_epochs=args.epochs, batch_size=128, accelerator="cpu", devices=1,
+                enable_progress_bar=False, early_stopping=False,
+                plan_kwargs={"n_epochs_kl_warmup": args.epochs})
+        z = m.get_latent_representation()
+    else:
+        from kpp_sdk.models.single_cell import SingleCellVAE
+
+        from kpp_sdk.torch_bridge import BoltzmannSampler
+
+        sampler = "sa.cpu"
+        if method == "qbm-sa":
+            sampler = BoltzmannSampler("sa.cpu", num_reads=args.num_reads, num_sweeps=5,
+                                       num_threads=1, seed=seed)
+        elif method == "qbm-cim":
+            import kpp_sdk
+
+            dev = kpp_sdk.get_device("cim.emulator")
+            opts = dict(getattr(dev, "FAST_OPTIONS", {}))
+            if args.cim_round_trips:
+                opts["round_trips"] = args.cim_round_trips
+            sampler = BoltzmannSampler(dev, num_reads=args.num_reads, seed=seed, **opts)
+            info["cim_options"] = opts
+        m = SingleCellVAE(args.n_latent, prior="gaussian" if method == "vae" else "boltzmann",
+                          sampler=sampler, seed=seed)
+        m.setup(adata, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer)
+        hist = m.train(args.epochs, batch_size=128, progress=args.progress)
+        z = m.get_latent_representation(key=KEYS[method])
+        info["sampler_s"] = sum(h["sampler_seconds"] for h in hist)
+        info["final_loss"] = hist[-1]["loss"]
+        if m.sampler is not None and "beta" in m.sampler.last:
+            info["sampler_beta"] = m.sampler.beta
+    info["wall_s"] = time.perf_counter() - t0
+    info["cpu_s"] = time.process_time() - c0
+    return np.asarray(z, dtype=np.float32), info
+
+
+def _fmt(vals: list[float]) -> str:
+    v = [x for x in vals if np.isfinite(x)]
+    if not v:
+        return "n/a"
+    return f"{np.mean(v):.3f}" + (f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else "")
+
+
+def umap_figure(adata, keys: list[str], titles: list[str], path: Path, *, batch_key: str,
+                labels_key: str, seed: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 8.4), squeeze=False)
+    for j, (key, title) in enumerate(zip(keys, titles)):
+        a = adata.copy()
+        sc.pp.neighbors(a, use_rep=key, n_neighbors=15, random_state=seed)
+        sc.tl.umap(a, random_state=seed)
+        for i, col in enumerate((labels_key, batch_key)):
+            sc.pl.umap(a, color=col, ax=axes[i, j], show=False, title=f"{title}\n{col}",
+                       legend_loc="right margin" if j == len(keys) - 1 else None,
+                       frameon=False, size=18)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="one seed, 100 epochs (the default run: 3 seeds, 120 epochs)")
+    p.add_argument("--out", default="bench-single-cell", help="folder for the table and figures")
+    p.add_argument("--dataset", default="pbmc68k_simulated_batches")
+    p.add_argument("--batch-key", default="batch")
+    p.add_argument("--labels-key", default="cell_type")
+    p.add_argument("--layer", default="counts")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--n-latent", type=int, default=32)
+    p.add_argument("--num-reads", type=int, default=128,
+                   help="prior samples per training step (negative phase)")
+    p.add_argument("--cim-round-trips", type=int, default=None,
+                   help="round trips per CIM run (default: the device's FAST option)")
+    p.add_argument("--metrics", choices=("auto", "subset", "scib"), default="auto",
+                   help="auto: scib-metrics when installed, plus the scIB-style subset")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: these small networks gain little from more, and "
+                        "spinning threads on a busy 2-core machine cost a lot)")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--progress", action="store_true", help="tqdm bars while training")
+    args = p.parse_args(argv)
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    args.epochs = args.epochs or (100 if args.quick else 120)
+
+    warnings.filterwarnings("ignore")
+    import torch
+    from kpp_sdk.models.single_cell import load_single_cell_dataset
+    from kpp_sdk.models.single_cell_metrics import scib_style_scores
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    adata = load_single_cell_dataset(args.dataset, seed=0)
+    methods = list(args.methods)
+    skipped = {}
+    if "scvi" in methods and not _have("scvi"):
+        methods.remove("scvi")
+        skipped["scvi"] = "scvi-tools not installed (pip install scvi-tools)"
+    if "qbm-cim" in methods and not _device_available("cim.emulator"):
+        methods.remove("qbm-cim")
+        skipped["qbm-cim"] = "cim.emulator not available"
+    use_scib = args.metrics in ("auto", "scib") and _have("scib_metrics")
+    if args.metrics == "scib" and not use_scib:
+        print("scib-metrics is not installed: pip install scib-metrics", file=sys.stderr)
+        return 2
+    print(f"data {args.dataset}: {adata.n_obs} cells x {adata.n_vars} genes, "
+          f"{adata.obs[args.batch_key].nunique()} batches, "
+          f"{adata.obs[args.labels_key].nunique()} labels; methods {methods}; seeds {args.seeds};"
+          f" {args.epochs} epochs; scib-metrics: {use_scib}", flush=True)
+
+    rows: list[dict] = []
+    for seed in args.seeds:
+        emb = adata.copy()
+        for method in methods:
+            z, info = fit_method(method, adata, args, seed)
+            emb.obsm[KEYS[method]] = z
+            sub = scib_style_scores(z, adata.obs[args.labels_key], adata.obs[args.batch_key],
+                                    seed=seed)
+            row = {"method": method, "seed": seed, **info,
+                   **{f"subset_{k}": v for k, v in sub.items()}}
+            rows.append(row)
+            print(f"seed {seed} {LABELS[method]:<24} fit {info['wall_s']:6.1f} s wall "
+                  f"({info['cpu_s']:6.1f} s cpu)  subset bio {sub['bio']:.3f} batch "
+                  f"{sub['batch']:.3f} total {sub['total']:.3f}", flush=True)
+        if use_scib:
+            from kpp_sdk.models.single_cell_metrics import scib_metrics_scores
+
+            if "X_pca" not in emb.obsm:
+                emb.obsm["X_pca"] = emb.obsm.get(KEYS["pca"], fit_method("pca", adata, args,
+                                                                        seed)[0])
+            t0 = time.perf_counter()
+            res = scib_metrics_scores(emb, [KEYS[m] for m in methods], batch_key=args.batch_key,
+                                      label_key=args.labels_key, n_jobs=args.threads)
+            for row in rows:
+                if row["seed"] == seed:
+                    r = res[KEYS[row["method"]]]
+                    row.update({f"scib_{k}": v for k, v in r.items()})
+            print(f"seed {seed} scib-metrics in {time.perf_counter() - t0:.1f} s: " + ", ".join(
+                f"{LABELS[m]} {res[KEYS[m]]['bio']:.3f}/{res[KEYS[m]]['batch']:.3f}"
+                for m in methods), flush=True)
+        if seed == args.seeds[0] and not args.no_figures:
+            t0 = time.perf_counter()
+            umap_figure(emb, [KEYS[m] for m in methods], [LABELS[m] for m in methods],
+                        out / "umap.png", batch_key=args.batch_key, labels_key=args.labels_key,
+                        seed=seed)
+            print(f"figure in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    total_s = time.perf_counter() - t_start
+    lines = [f"# Single-cell integration benchmark ({args.dataset})", "",
+             f"{adata.n_obs} cells x {adata.n_vars} genes, "
+             f"{adata.obs[args.batch_key].nunique()} batches"
+             + (" (**simulated** from real cells: see the script's docstring)"
+                if "simulated" in args.dataset else "")
+             + f"; latent size {args.n_latent}; {args.epochs} epochs; seeds {args.seeds}; "
+               f"negative phase {args.num_reads} reads per step; torch threads {args.threads}; "
+               f"total run {total_s / 60:.1f} min on {platform.machine()} "
+               f"({os.cpu_count()} cores visible; fit times below are from a shared machine: "
+               "wall depends on load, CPU seconds less so).", ""]
+    blocks = [("scib", "scib-metrics (Benchmarker, default metrics, raw scores)")] if use_scib \
+        else []
+    blocks.append(("subset", ("scIB-style subset (kpp_sdk.models.single_cell_metrics, "
+                              "not scib-metrics)")))
+    for prefix, title in blocks:
+        lines += [f"## {title}", "",
+                  ("| method | Bio conservation | Batch correction | Total "
+                   "| fit time (s, wall) | fit (s, CPU) |"), "|---|---|---|---|---|---|"]
+        for method in methods:
+            rs = [r for r in rows if r["method"] == method]
+            lines.append(f"| {LABELS[method]} | {_fmt([r[f'{prefix}_bio'] for r in rs])} | "
+                         f"{_fmt([r[f'{prefix}_batch'] for r in rs])} | "
+                         f"{_fmt([r[f'{prefix}_total'] for r in rs])} | "
+                         f"{_fmt([r['wall_s'] for r in rs])} | "
+                         f"{_fmt([r['cpu_s'] for r in rs])} |")
+        lines.append("")
+    for m, why in skipped.items():
+        lines.append(f"- {LABELS[m]} skipped: {why}")
+    lines += ["", ("Per-seed values: results.json. Figure: umap.png (first seed; top: cell type, "
+                   "bottom: batch)."), ""]
+    (out / "results.md").write_text("\n".join(lines))
+    (out / "results.json").write_text(json.dumps(
+        {"args": vars(args), "rows": rows, "skipped": skipped, "total_s": total_s},
+        indent=1, default=float))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# --- pytest-benchmark: time per epoch, QBM-VAE (sa.cpu prior) relative to the Gaussian VAE -------
+
+
+def test_epoch_time_qbmvae_relative_to_gaussian_vae(benchmark):
+    """``pytest benchmarks/bench_single_cell.py --benchmark-only -s``: one training epoch on the
+    700 PBMCs (simulated batches), QBM-VAE with its ``sa.cpu`` negative phase against the
+    Gaussian VAE, alternating in one process; the ratio of medians is reported in
+    ``extra_info`` (the price of the device negative phase per epoch)."""
+    import pytest
+
+    pytest.importorskip("scanpy")
+    import torch
+    from kpp_sdk.models.single_cell import SingleCellVAE, load_single_cell_dataset
+
+    from kpp_sdk.torch_bridge import BoltzmannSampler
+
+    torch.set_num_threads(1)
+    adata = load_single_cell_dataset("pbmc68k_simulated_batches")
+    qbm = SingleCellVAE(32, sampler=BoltzmannSampler("sa.cpu", num_reads=128, num_sweeps=5,
+                                                     num_threads=1, seed=0))
+    vae = SingleCellVAE(32, prior="gaussian")
+    for m in (qbm, vae):
+        m.setup(adata, batch_key="batch", labels_key="cell_type", layer="counts")
+        m.train(1, progress=False)  # warm-up: numba compilation, allocator
+    times: dict[str, list[float]] = {"qbm": [], "vae": []}
+    for _ in range(5):
+        for name, m in (("qbm", qbm), ("vae", vae)):
+            times[name].append(m.train(1, progress=False)[0]["seconds"])
+    benchmark.pedantic(lambda: qbm.train(1, progress=False), rounds=3, iterations=1)
+    ratio = float(np.median(times["qbm"]) / np.median(times["vae"]))
+    benchmark.extra_info.update({"qbm_epoch_s": float(np.median(times["qbm"])),
+                                 "vae_epoch_s": float(np.median(times["vae"])),
+                                 "ratio_qbm_over_vae": ratio})
+    print(f"\nepoch: QBM-VAE (sa.cpu) {np.median(times['qbm']):.3f} s, Gaussian VAE "
+          f"{np.median(times['vae']):.3f} s, ratio {ratio:.2f}")
