@@ -4,11 +4,16 @@
     kpp train bm  --dataset bas --device sa.cpu --epochs 200 --out runs/bm-bas
     kpp train dbn --dataset digits --hidden 64,32 --epochs 5 --out runs/dbn
     kpp train rbm --dataset digits --sampler pcd --epochs 3 --out runs/pcd   # the baseline
+    kpp train qgan --prior boltzmann --device sa.cpu --steps 3000 --out runs/qgan
+    kpp train qdiffusion --steps 2000 --energy-steps 1000 --out runs/qdiffusion
 
 Writes to ``--out``: ``checkpoint.pt`` (load with :func:`kpp_sdk.models.load_checkpoint`),
 ``log.json`` (configuration, per-epoch objective, test log-likelihood, timings, sampler reports),
 ``samples.png`` (a grid of model samples drawn by the device) and ``loglik.png`` (the test
-log-likelihood curve). Everything is checked (data set, device, model size against the device's
+log-likelihood curve). ``qgan`` writes ``checkpoint.pt``, ``log.json`` (losses, sample-quality
+metrics) and ``samples.png``; ``qdiffusion`` writes ``checkpoint.pt``, ``log.json`` (losses,
+held-out perplexity bounds with and without the energy), ``samples.txt`` and
+``energy_ising.npz`` (the Boltzmann energy as an Ising problem). Everything is checked (data set, device, model size against the device's
 ``max_spins``, a ``--resume`` checkpoint's shape) before the first training step.
 
 This module imports nothing heavy at import time: torch and matplotlib load inside the command.
@@ -24,8 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODELS = ("rbm", "bm", "dbn")
-DEFAULT_HIDDEN = {"rbm": "64", "bm": "8", "dbn": "64,32"}
+MODELS = ("rbm", "bm", "dbn", "qgan", "qdiffusion")
+DEFAULT_HIDDEN = {"rbm": "64", "bm": "8", "dbn": "64,32", "qgan": "16", "qdiffusion": "256"}
+DEFAULT_DATASET = {"qgan": "digits", "qdiffusion": "tinyshakespeare"}
+DEFAULT_BATCH = {"qgan": 64, "qdiffusion": 128}
+DEFAULT_LR = {"qgan": 1e-3, "qdiffusion": 2e-3}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,9 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train an RBM, BM or DBN with a device sampling the negative phase",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", choices=MODELS, help="rbm, bm (fully connected) or dbn (RBM stack)")
-    p.add_argument("--dataset", default="digits",
-                   help="digits (8x8, scikit-learn), bas (bars and stripes 3x3), bas-RxC, mnist")
+    p.add_argument("model", choices=MODELS,
+                   help="rbm, bm (fully connected), dbn (RBM stack), qgan (GAN with a Boltzmann "
+                        "prior) or qdiffusion (diffusion LM with a Boltzmann energy)")
+    p.add_argument("--dataset", default=None,
+                   help="digits (8x8, scikit-learn; the default, and qgan's only), bas (bars and "
+                        "stripes 3x3), bas-RxC, mnist; qdiffusion: tinyshakespeare")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST files (mnist only)")
     p.add_argument("--device", default="sa.cpu",
                    help="device that samples the model (see `kpp devices`)")
@@ -44,9 +55,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs (per layer for dbn)")
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATASET)")
     p.add_argument("--hidden", default=None,
-                   help="hidden units (rbm 64, bm 8); dbn: comma-separated layer sizes (64,32)")
-    p.add_argument("--batch-size", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+                   help="hidden units (rbm 64, bm 8); dbn: comma-separated layer sizes (64,32); "
+                        "qgan: hidden units of the RBM prior (16); qdiffusion: width of the "
+                        "denoiser (256)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default 20 (rbm, bm, dbn), 64 (qgan), 128 (qdiffusion)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate: SGD 0.05 (rbm, bm, dbn), Adam 1e-3 (qgan), "
+                        "AdamW 2e-3 (qdiffusion)")
     p.add_argument("--momentum", type=float, default=0.5)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--num-reads", type=int, default=None,
@@ -78,6 +94,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch, BLAS and devices with a num_threads option "
                         "(small models run fastest on one)")
+    g = p.add_argument_group("qgan and qdiffusion")
+    g.add_argument("--steps", type=int, default=None,
+                   help="training steps (qgan 3000; qdiffusion: of the denoiser, 2000)")
+    g.add_argument("--prior", choices=("boltzmann", "bernoulli", "gaussian"), default="boltzmann",
+                   help="qgan latent prior: an RBM sampled on --device, or a baseline")
+    g.add_argument("--latent", type=int, default=16, help="qgan latent dimension")
+    g.add_argument("--prior-lr", type=float, default=1e-2, help="qgan: SGD rate of the prior")
+    g.add_argument("--entropy-weight", type=float, default=0.1,
+                   help="qgan: weight of the prior's entropy bonus")
+    g.add_argument("--seq-len", type=int, default=16, help="qdiffusion: characters per sequence")
+    g.add_argument("--layers", type=int, default=1, help="qdiffusion: residual MLP blocks")
+    g.add_argument("--energy-steps", type=int, default=1000,
+                   help="qdiffusion: NCE steps of the Boltzmann energy")
+    g.add_argument("--reverse-steps", type=int, default=4,
+                   help="qdiffusion: reverse steps of the sampler and of the perplexity bound")
+    g.add_argument("--candidates", type=int, default=16,
+                   help="qdiffusion: importance-sampling candidates per reverse step")
+    g.add_argument("--eval-samples", type=int, default=64,
+                   help="qdiffusion: importance samples K per term of the perplexity bound")
+    g.add_argument("--eval-sequences", type=int, default=512,
+                   help="qdiffusion: held-out sequences for the perplexity bound")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -102,9 +139,29 @@ def _hidden_sizes(args: argparse.Namespace) -> list[int]:
     return sizes
 
 
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    """Defaults that depend on the model (``None`` in the parser)."""
+    if args.dataset is None:
+        args.dataset = DEFAULT_DATASET.get(args.model, "digits")
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH.get(args.model, 20)
+    if args.lr is None:
+        args.lr = DEFAULT_LR.get(args.model, 0.05)
+    if args.steps is None:
+        args.steps = 3000 if args.model == "qgan" else 2000
+
+
 def _check_args(args: argparse.Namespace) -> None:
     from .errors import InvalidOptionError
 
+    for name in ("steps", "latent", "seq_len", "layers", "energy_steps", "reverse_steps",
+                 "candidates", "eval_samples", "eval_sequences"):
+        v = getattr(args, name)
+        if v < (0 if name in ("steps", "energy_steps", "layers") else 1):
+            raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if args.reverse_steps > args.seq_len:
+        raise InvalidOptionError(
+            f"--reverse-steps ({args.reverse_steps}) cannot exceed --seq-len ({args.seq_len})")
     for name in ("epochs", "threads", "eval_every", "ais_chains", "ais_betas", "batch_size",
                  "sweeps", "clamped_sweeps", "sample_sweeps", "k"):
         v = getattr(args, name)
@@ -283,7 +340,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .registry import get_device
 
     t_start = time.perf_counter()
+    _resolve_defaults(args)
     _check_args(args)
+    if args.model == "qgan":
+        return _cmd_qgan(args, t_start)
+    if args.model == "qdiffusion":
+        return _cmd_qdiffusion(args, t_start)
     sizes = _hidden_sizes(args)
     out = Path(args.out or f"runs/{args.model}-{args.dataset}")
     tdev = torch.device(args.torch_device)
@@ -422,4 +484,163 @@ def cmd_train(args: argparse.Namespace) -> int:
           + (f", {spe:.2f} s per training epoch" if spe else ""))
     print(f"wrote {out / 'checkpoint.pt'}, {out / 'log.json'}, {out / 'samples.png'}, "
           f"{out / 'loglik.png'}")
+    return 0
+
+
+# --- hybrid generative models ------------------------------------------------------------------
+
+
+def _setup_torch(args: argparse.Namespace):
+    import torch
+
+    from .errors import InvalidOptionError
+
+    tdev = torch.device(args.torch_device)
+    if tdev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidOptionError("--torch-device cuda was asked for but torch sees no CUDA device")
+    torch.manual_seed(args.seed)
+    _limit_threads(args.threads)
+    return tdev
+
+
+def _write_log(out: Path, log: dict) -> None:
+    from .io import atomic_write
+
+    text = json.dumps(_jsonable(log), indent=2)
+    atomic_write(out / "log.json", lambda f: f.write(text))
+
+
+def _cmd_qgan(args: argparse.Namespace, t_start: float) -> int:
+    import torch
+
+    from .errors import InvalidOptionError
+    from .models.qgan import QGAN, fit_qgan, load_digits_grayscale, make_prior
+    from .models.sample_quality import DigitClassifier, sample_quality
+    from .registry import get_device
+
+    if args.dataset != "digits":
+        raise InvalidOptionError(
+            f"kpp train qgan trains on the 8x8 digits only, got --dataset {args.dataset}")
+    sizes = _hidden_sizes(args)
+    _setup_torch(args)
+    out = Path(args.out or f"runs/qgan-{args.prior}")
+    train, test, ytr, _ = load_digits_grayscale(seed=args.seed)
+    device = sampler = None
+    if args.prior == "boltzmann":
+        device = get_device(args.device)
+        sampler = _device_sampler(args, device, args.num_reads or args.batch_size,
+                                  sweeps=args.sweeps, seed=args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    prior = make_prior(args.prior, args.latent, sampler=sampler, num_hidden=sizes[0],
+                       generator=gen)  # a device too small fails here, before training
+    gan = QGAN(prior)
+    where = f"prior {args.prior}" + (f" sampled by {sampler!r}" if sampler is not None else "")
+    print(f"kpp train qgan: digits 8x8 ({train.shape[0]} train, {test.shape[0]} test); {where}; "
+          f"out {out}", file=sys.stderr)
+    history = fit_qgan(gan, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       prior_lr=args.prior_lr, entropy_weight=args.entropy_weight,
+                       seed=args.seed, progress=not args.no_progress,
+                       log_every=max(1, min(100, args.steps)))
+    t0 = time.perf_counter()
+    images = gan.generate(max(100, test.shape[0]), torch.Generator().manual_seed(args.seed + 1))
+    sample_s = time.perf_counter() - t0
+    clf = DigitClassifier(train, ytr)
+    quality = sample_quality(images.numpy(), test, classifier=clf)
+    reference = sample_quality(train[: test.shape[0]], test, classifier=clf)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "kpp-qgan", "config": gan.config(), "state_dict": gan.state_dict()},
+               out / "checkpoint.pt")
+    _plot_samples(images[:100].numpy(), (8, 8), out / "samples.png",
+                  f"QGAN samples, prior {args.prior}, {args.steps} steps")
+    _write_log(out, {
+        "format": "kpp-train-log", "version": 1, "args": vars(args) | {"func": None},
+        "model": gan.config(), "history": history,
+        "device": None if device is None else {"name": device.name,
+                                                "max_spins": device.properties.max_spins},
+        "result": {"sample_quality": quality, "reference_train_vs_test": reference,
+                   "sample_seconds": sample_s,
+                   "total_seconds": time.perf_counter() - t_start},
+        "files": {"checkpoint": "checkpoint.pt", "samples": "samples.png"}})
+    print("sample quality (samples | training images as reference):")
+    for key in ("nn_precision", "nn_recall", "classifier_score", "confidence",
+                "class_coverage"):
+        print(f"  {key:17s} {quality[key]:8.3f} | {reference[key]:8.3f}")
+    print(f"time: {time.perf_counter() - t_start:.1f} s total")
+    print(f"wrote {out / 'checkpoint.pt'}, {out / 'log.json'}, {out / 'samples.png'}")
+    return 0
+
+
+def _cmd_qdiffusion(args: argparse.Namespace, t_start: float) -> int:
+    import torch
+
+    from .models.qdiffusion import (
+        QDiffusion,
+        fit_diffusion,
+        fit_energy,
+        load_text_corpus,
+        perplexity,
+    )
+
+    sizes = _hidden_sizes(args)
+    tdev = _setup_torch(args)
+    corpus = load_text_corpus(args.dataset)  # an unknown corpus is a one-line error
+    out = Path(args.out or f"runs/qdiffusion-{args.dataset}")
+    gen = torch.Generator().manual_seed(args.seed)
+    model = QDiffusion(args.seq_len, corpus.tokenizer.vocab_size, hidden=sizes[0],
+                       num_layers=args.layers, generator=gen).to(tdev)
+    test = corpus.blocks("test", args.seq_len, args.eval_sequences)
+    print(f"kpp train qdiffusion: {corpus!r}; {args.seq_len} characters per sequence, energy "
+          f"over {model.energy_ising().n} one-hot units; out {out}", file=sys.stderr)
+    progress = not args.no_progress
+    hist_mu = fit_diffusion(model, corpus, steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, seed=args.seed, progress=progress)
+    hist_e = fit_energy(model, corpus, steps=args.energy_steps, batch_size=args.batch_size,
+                        mask_steps=args.reverse_steps, seed=args.seed + 1, progress=progress)
+    t0 = time.perf_counter()
+    orders = torch.rand(test.shape, generator=torch.Generator().manual_seed(args.seed + 2))
+    orders = orders.argsort(1)
+    bounds = {}
+    for label, use in (("with_energy", True), ("without_energy", False)):
+        r = model.nll_bound(test, steps=args.reverse_steps, num_samples=args.eval_samples,
+                            use_energy=use, orders=orders,
+                            generator=torch.Generator().manual_seed(args.seed + 3))
+        bounds[label] = {"perplexity": perplexity(r["nll"], args.seq_len),
+                         "nll_per_char": float(r["nll"].mean()) / args.seq_len,
+                         "log_z_bias_per_char": float(r["log_z_bias"].mean()) / args.seq_len,
+                         "ess": float(r["ess"].mean())}
+    eval_s = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(args.seed + 4)
+    with_e = model.generate(8, steps=args.reverse_steps, k=args.candidates, generator=g)
+    without_e = model.generate(8, steps=args.reverse_steps, k=1, generator=g)
+    dec = corpus.tokenizer.decode
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "kpp-qdiffusion", "config": model.config(),
+                "alphabet": corpus.tokenizer.alphabet, "state_dict": model.state_dict()},
+               out / "checkpoint.pt")
+    model.energy_ising().save(out / "energy_ising.npz")
+    header = (f"# {args.reverse_steps} reverse steps; with the energy: importance sampling over "
+              f"{args.candidates} candidates per step")
+    lines = [header, "## with the energy"]
+    lines += [repr(dec(x)) for x in with_e] + ["## the proposal alone"]
+    lines += [repr(dec(x)) for x in without_e]
+    (out / "samples.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_log(out, {
+        "format": "kpp-train-log", "version": 1, "args": vars(args) | {"func": None},
+        "model": model.config(), "corpus": repr(corpus),
+        "history": {"diffusion": hist_mu, "energy": hist_e},
+        "result": {"perplexity_bound": bounds, "eval_sequences": int(test.shape[0]),
+                   "estimator": f"{args.reverse_steps}-step evidence bound, K="
+                                f"{args.eval_samples} importance samples (same orders for both)",
+                   "eval_seconds": eval_s, "total_seconds": time.perf_counter() - t_start},
+        "files": {"checkpoint": "checkpoint.pt", "samples": "samples.txt",
+                  "energy": "energy_ising.npz"}})
+    for label, b in bounds.items():
+        print(f"held-out perplexity bound {label.replace('_', ' ')}: {b['perplexity']:.3f} "
+              f"({b['nll_per_char']:.4f} nats/char)")
+    print("samples with the energy:")
+    for x in with_e[:4]:
+        print(f"  {dec(x)!r}")
+    print(f"time: {time.perf_counter() - t_start:.1f} s total")
+    print(f"wrote {out / 'checkpoint.pt'}, {out / 'log.json'}, {out / 'samples.txt'}, "
+          f"{out / 'energy_ising.npz'}")
     return 0

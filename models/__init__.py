@@ -35,6 +35,8 @@ from .evaluation import (
     log_likelihood,
 )
 from .gbrbm import GaussianBernoulliRBM
+from .qdiffusion import MaskedDiffusion, QDiffusion, load_text_corpus, nce_loss
+from .qgan import QGAN, BernoulliPrior, BoltzmannPrior, GaussianPrior, fit_qgan
 from .rbm import RestrictedBoltzmannMachine
 from .training import fine_tune_classifier, fit, fit_dbn, make_optimizer
 
@@ -46,4 +48,11 @@ __all__ = [
     "fit", "fit_dbn", "fine_tune_classifier", "make_optimizer",
     "save_checkpoint", "load_checkpoint", "build_model",
     "InvalidDataError", "CheckpointError",
+    "QGAN", "BoltzmannPrior", "BernoulliPrior", "GaussianPrior", "fit_qgan",
+    "QDiffusion", "MaskedDiffusion", "load_text_corpus", "nce_loss",
 ]
+
+from .qbmvae import QBMVAE, GaussianVAE
+from .single_cell import SingleCellVAE
+
+__all__ += ["QBMVAE", "GaussianVAE", "SingleCellVAE"]

@@ -147,3 +147,49 @@ def test_the_checkpoint_written_by_kpp_train_loads_into_the_same_model(tmp_path,
     assert isinstance(model, RestrictedBoltzmannMachine) and model.num_hidden == 6
     assert extra["dataset"] == "bas-3x3"
     assert np.isfinite(model.quadratic_coef.detach().numpy()).all()
+
+
+def test_train_qgan_with_a_boltzmann_prior_on_sa_cpu_writes_samples_and_metrics(tmp_path, capsys):
+    out = tmp_path / "qgan"
+    code, stdout, err = _run(capsys, "qgan", "--device", "sa.cpu", "--steps", "6",
+                             "--batch-size", "16", "--latent", "6", "--hidden", "4",
+                             "--out", str(out))
+    assert code == 0, err
+    assert (out / "samples.png").read_bytes()[:8] == PNG
+    log = _log(out)
+    assert log["model"]["prior"] == "BoltzmannPrior" and log["model"]["latent_dim"] == 6
+    assert log["device"]["name"] == "sa.cpu"
+    q = log["result"]["sample_quality"]
+    assert q["nn_precision"] > 0 and 1 <= q["class_coverage"] <= 10
+    assert "nn_precision" in stdout and "classifier_score" in stdout
+
+
+def test_train_qdiffusion_reports_both_perplexity_bounds_and_samples(tmp_path, capsys):
+    out = tmp_path / "qd"
+    code, stdout, err = _run(capsys, "qdiffusion", "--steps", "5", "--energy-steps", "3",
+                             "--seq-len", "8", "--hidden", "32", "--batch-size", "16",
+                             "--eval-sequences", "16", "--eval-samples", "4", "--out", str(out))
+    assert code == 0, err
+    log = _log(out)
+    b = log["result"]["perplexity_bound"]
+    # an untrained 39-symbol model: the proposal's bound is near the uniform perplexity
+    assert 20 < b["without_energy"]["perplexity"] < 60
+    assert b["with_energy"]["perplexity"] > 1
+    text = (out / "samples.txt").read_text()
+    assert "## with the energy" in text and "## the proposal alone" in text
+    from kpp_sdk import IsingProblem
+
+    assert IsingProblem.load(out / "energy_ising.npz").n == 8 * 39
+    assert "perplexity bound with energy" in stdout
+
+
+def test_generative_models_reject_bad_options_before_training(tmp_path, capsys):
+    for argv, message in [
+        (["qgan", "--dataset", "bas"], "digits only"),
+        (["qdiffusion", "--seq-len", "4", "--reverse-steps", "5"], "cannot exceed"),
+        (["qdiffusion", "--dataset", "war-and-peace"], "unknown corpus"),
+        (["qgan", "--device", "no.such.device"], "no device named"),
+    ]:
+        code, _, err = _run(capsys, *argv, "--steps", "1", "--out", str(tmp_path / "x"))
+        assert code == 2 and message in err, (argv, err)
+        assert not (tmp_path / "x").exists()
