@@ -479,6 +479,11 @@ class BoltzmannSampler(ModelSampler):
         Importance-resample the samples of ``beta="estimate"`` (above).
     adapt_rate : float in (0, 1], default 0.5
         Weight of each new estimate in the running beta.
+    knob_gain : float, default 0.08
+        On devices with a ``temperature`` knob (``cim.emulator``) and ``beta="estimate"``, the
+        sampler does not rescale the problem (such devices normalise it away) but turns the knob:
+        ``t <- clip(t + knob_gain * log(beta_hat), 0, 1)`` after every job, starting at 0 (unless
+        you pass ``temperature=...``, which then stays fixed).
     beta_bounds : (float, float), default (1e-3, 1e3)
         The running beta stays inside; ``beta_hat`` saturates at the upper bound when every
         sample is a local minimum.
@@ -498,7 +503,7 @@ class BoltzmannSampler(ModelSampler):
                  mode: str = "auto", persistent: bool = True, clamped_reads: int = 1,
                  clamped_options: dict | None = None, reweight: bool = True,
                  adapt_rate: float = 0.5, beta_bounds: tuple[float, float] = (1e-3, 1e3),
-                 executor: cf.Executor | None = None, seed: int | None = None,
+                 knob_gain: float = 0.08, executor: cf.Executor | None = None, seed: int | None = None,
                  options: dict | None = None, **device_options: Any):
         super().__init__(seed=seed)
         self.device = as_device(device)
@@ -549,6 +554,16 @@ class BoltzmannSampler(ModelSampler):
         if executor is None and not self.device.properties.is_remote:
             executor = InlineExecutor()
         self.executor = executor
+        # A device with a temperature knob (``temperature`` in [0, 1], higher is hotter, e.g.
+        # cim.emulator) normalises its couplings, so rescaling the problem cannot move its
+        # temperature; with beta="estimate" the sampler turns the knob instead (a thermostat:
+        # t <- t + knob_gain * log(beta_hat), so too-cold samples (beta_hat > 1) heat it up).
+        self.thermostat = (self.estimate and "temperature" in self.device.OPTIONS
+                           and "temperature" not in device_options)
+        self.knob = 0.0
+        self.knob_gain = float(knob_gain)
+        if not self.knob_gain > 0:
+            raise InvalidOptionError(f"knob_gain must be > 0, got {knob_gain}")
 
     def _checked_options(self, options: dict) -> dict:
         """Unknown names and bad values fail now, naming the known options / the allowed range."""
@@ -596,6 +611,8 @@ class BoltzmannSampler(ModelSampler):
 
     def _submit(self, problem: IsingProblem, num_reads: int, options: dict):
         sent = _scaled(problem, 1.0 / self.beta)
+        if getattr(self, "thermostat", False):
+            options = {**options, "temperature": self.knob}
         if sent.is_sparse and not self.device.properties.supports_sparse:
             sent = sent.to_dense()
         opts = dict(options)
@@ -627,7 +644,10 @@ class BoltzmannSampler(ModelSampler):
         if self.estimate:
             beta_hat = estimate_beta(problem, spins, beta_max=self.beta_bounds[1])
             info["beta_hat"] = beta_hat
-            if beta_hat > 0:
+            if beta_hat > 0 and self.thermostat:
+                info["temperature"] = self.knob
+                self.knob = float(np.clip(self.knob + self.knob_gain * np.log(beta_hat), 0.0, 1.0))
+            elif beta_hat > 0:
                 lo, hi = self.beta_bounds
                 self.beta = float(np.clip(self.beta * beta_hat ** self.adapt_rate, lo, hi))
             if self.reweight and beta_hat > 0:

@@ -312,3 +312,27 @@ class TestKaiwuOptimizerDeviceConformance(DeviceConformance):
     def make_device(self):
         inner = kpp_sdk.get_device("sa.cpu", num_sweeps=20, num_threads=1)
         return KaiwuOptimizerDevice(DeviceOptimizer(inner, num_reads=3), max_spins=64)
+
+
+def test_thermostat_turns_the_emulator_knob_until_samples_are_at_beta_one():
+    """cim.emulator normalises its couplings, so rescaling cannot set its temperature; the sampler
+    turns its temperature knob instead, and the estimated beta of the samples moves towards 1."""
+    import numpy as np
+
+    from kpp_sdk.models import RestrictedBoltzmannMachine
+    from kpp_sdk.torch_bridge import BoltzmannSampler
+
+    rbm = RestrictedBoltzmannMachine(9, 6, init_std=0.5, generator=torch.Generator().manual_seed(0))
+    s = BoltzmannSampler("cim.emulator", num_reads=100, seed=0, round_trips=200)
+    assert s.thermostat and s.knob == 0.0
+    betas = []
+    for _ in range(12):
+        s.negative(rbm)
+        betas.append(s.last["beta_hat"])
+    assert betas[0] > 1.5  # the cold machine first: samples far colder than the model
+    assert s.knob > 0.05 and s.beta == 1.0  # the knob moved; the problem is not rescaled
+    assert abs(np.log(np.median(betas[-4:]))) < abs(np.log(betas[0])) / 2
+    fixed = BoltzmannSampler("cim.emulator", num_reads=20, seed=0, round_trips=100, temperature=0.3)
+    assert not fixed.thermostat
+    fixed.negative(rbm)
+    assert "temperature" not in fixed.last
