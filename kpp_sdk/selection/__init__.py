@@ -9,7 +9,8 @@
 * Uncertainty scores (:mod:`.uncertainty`): :func:`entropy`, :func:`margin`,
   :func:`least_confidence`, :func:`variance`.
 * PyTorch (:mod:`.dataset`, needs torch): :class:`EmbeddingDataset`,
-  :class:`CandidatePoolSampler`, :class:`SelectionCollate`.
+  :class:`CandidatePoolSampler`, :class:`SelectionCollate`,
+  :class:`PrefetchSelectionLoader` (selects the next batch while this one trains).
 * Feature selection (:mod:`.features`, needs scikit-learn): :class:`QUBOFeatureSelector`.
 
 The torch and scikit-learn parts load on first use, so ``import kpp_sdk.selection`` needs neither.
@@ -50,6 +51,7 @@ _LAZY = {
     "EmbeddingDataset": ".dataset",
     "CandidatePoolSampler": ".dataset",
     "SelectionCollate": ".dataset",
+    "PrefetchSelectionLoader": ".dataset",
     "QUBOFeatureSelector": ".features",
     "feature_relevance": ".features",
     "feature_redundancy": ".features",
@@ -64,6 +66,7 @@ __all__ = [
     "KCenterGreedySelector",
     "NonFiniteEmbeddingError",
     "NumpyStore",
+    "PrefetchSelectionLoader",
     "QUBOFeatureSelector",
     "QUBOSelector",
     "RandomSelector",

@@ -22,7 +22,7 @@ score with a stale copy of it), or score from a table the training loop keeps up
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without torch
     raise MissingDependencyError("torch", extra="torch", feature="kpp_sdk.selection.dataset") from None
 
-__all__ = ["CandidatePoolSampler", "EmbeddingDataset", "SelectionCollate"]
+__all__ = ["CandidatePoolSampler", "EmbeddingDataset", "PrefetchSelectionLoader", "SelectionCollate"]
 
 
 class EmbeddingDataset(Dataset):
@@ -71,6 +71,20 @@ class EmbeddingDataset(Dataset):
         index %= len(self)
         emb = torch.from_numpy(np.array(self.store.get([index])[0], dtype=np.float32))
         return self.dataset[index], emb, index
+
+    def __getitems__(self, indices: Any) -> list[tuple[Any, torch.Tensor, int]]:
+        """``[self[i] for i in indices]`` with one store lookup for all embeddings (what a
+        DataLoader calls for a whole pool; 256 single lookups cost several training steps)."""
+        n = len(self)
+        idx = [int(i) for i in indices]
+        bad = [i for i in idx if not -n <= i < n]
+        if bad:
+            raise IndexError(f"index {bad[0]} out of range for {n} samples")
+        idx = [i % n for i in idx]
+        embs = torch.from_numpy(np.array(self.store.get(idx), dtype=np.float32).reshape(len(idx), -1))
+        getitems = getattr(self.dataset, "__getitems__", None)
+        samples = getitems(idx) if getitems else [self.dataset[i] for i in idx]
+        return [(s, e, i) for s, e, i in zip(samples, embs.unbind(0), idx)]
 
     def embeddings(self, indices: Any = None) -> np.ndarray:
         """Stored embeddings of ``indices`` (all when None), ``(m, dim)`` float32."""
@@ -159,6 +173,11 @@ class SelectionCollate:
         self.last_selection: np.ndarray | None = None
 
     def __call__(self, items: list) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        return self.finish(self.prepare(items))
+
+    def prepare(self, items: list) -> _Pool:
+        """First half of a call, run by the caller's thread: checks, stacks the embeddings and
+        runs ``uncertainty_fn`` (the model being trained must be read by the training thread)."""
         if len(items) < self.batch_size:
             raise InvalidBatchSizeError(
                 f"cannot select {self.batch_size} items from a pool of {len(items)}; give the "
@@ -177,8 +196,99 @@ class SelectionCollate:
             with torch.no_grad():
                 scores = self.uncertainty_fn(self.collate_fn(list(samples)), idx)
             scores = check_scores(scores, len(items))
-        picks = self.selector.select(emb.numpy(), self.batch_size, uncertainty=scores,
+        return _Pool(samples, emb, idx, scores)
+
+    def finish(self, pool: _Pool) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Second half: the selection (one seed draw) and the collation of the chosen items. It
+        touches no model, so :class:`PrefetchSelectionLoader` runs it in a background thread."""
+        picks = self.selector.select(pool.emb.numpy(), self.batch_size, uncertainty=pool.scores,
                                      seed=self._rng)
-        self.last_selection = np.asarray(picks)
-        chosen = torch.as_tensor(self.last_selection, dtype=torch.int64)
-        return self.collate_fn([samples[i] for i in self.last_selection]), emb[chosen], idx[chosen]
+        picks = np.asarray(picks)
+        self.last_selection = picks
+        chosen = torch.as_tensor(picks, dtype=torch.int64)
+        return self.collate_fn([pool.samples[i] for i in picks]), pool.emb[chosen], pool.idx[chosen]
+
+
+class _Pool(NamedTuple):
+    samples: tuple
+    emb: torch.Tensor
+    idx: torch.Tensor
+    scores: np.ndarray | None
+
+
+class PrefetchSelectionLoader:
+    """Iterates like ``DataLoader(dataset, batch_sampler=..., collate_fn=collate)`` (no worker
+    processes), but selects the next ``prefetch`` batches while the caller trains on this one.
+
+    On each step it takes the next pool, scores it with ``collate.uncertainty_fn`` in the calling
+    thread, and hands the selection (QUBO build, device job, repair, polish, collation) to one
+    background thread; then it returns the oldest batch, waiting for its selection only if it is
+    not finished yet. The device runs its job in its own worker and ``sa.cpu``'s numba kernels
+    release the GIL, so the selection overlaps the training step and adds only the part that does
+    not overlap (the scoring forward pass, thread hand-offs, GIL contention).
+
+    The price: a pool is scored ``prefetch`` training steps before its batch is trained on, i.e.
+    with the model ``prefetch`` steps older than without prefetching (``prefetch=0`` is the plain
+    path: score, select, return). With an ``uncertainty_fn`` that does not change between those
+    steps, the batches are exactly those of the plain path (same pools, same seed draws in pool
+    order; tested).
+
+    Parameters
+    ----------
+    dataset : EmbeddingDataset (or any dataset of ``(sample, embedding, index)`` items)
+    batch_sampler : iterable of index lists, e.g. :class:`CandidatePoolSampler`
+    collate : SelectionCollate
+    prefetch : int
+        Batches selected ahead (default 1; 0 disables prefetching).
+    """
+
+    def __init__(self, dataset: Any, batch_sampler: Any, collate: SelectionCollate, *,
+                 prefetch: int = 1):
+        if not isinstance(collate, SelectionCollate):
+            raise SelectionError(
+                f"collate must be a SelectionCollate, got {type(collate).__name__}")
+        if isinstance(prefetch, (bool, np.bool_)) or not isinstance(prefetch, (int, np.integer)) \
+                or prefetch < 0:
+            raise SelectionError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+        self.collate = collate
+        self.prefetch = int(prefetch)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def _items(self, pool: Any) -> list:
+        getitems = getattr(self.dataset, "__getitems__", None)
+        return list(getitems(pool)) if getitems is not None else [self.dataset[i] for i in pool]
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
+        collate = self.collate
+        if self.prefetch == 0:
+            for pool in self.batch_sampler:
+                yield collate(self._items(pool))
+            return
+        import concurrent.futures as cf
+        from collections import deque
+
+        pools = iter(self.batch_sampler)
+        pending: deque = deque()
+        with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpp-select") as ex:
+            try:
+                def submit_next() -> bool:
+                    pool = next(pools, None)
+                    if pool is None:
+                        return False
+                    pending.append(ex.submit(collate.finish, collate.prepare(self._items(pool))))
+                    return True
+
+                for _ in range(self.prefetch):
+                    if not submit_next():
+                        break
+                while pending:
+                    oldest = pending.popleft()
+                    submit_next()  # scored now, selected while the caller trains on `oldest`
+                    yield oldest.result()
+            finally:
+                for f in pending:  # early exit (break, error): drop what was not started
+                    f.cancel()

@@ -122,3 +122,15 @@ def test_nan_uncertainty_from_the_callback_is_rejected(data):
     collate = SelectionCollate(RandomSelector(), 2, lambda pool, idx: torch.full((len(idx),), float("nan")))
     with pytest.raises(kpp_sdk.NonFiniteError, match="uncertainty"):
         collate([ds[i] for i in range(8)])
+
+
+def test_batched_getitems_equals_single_items_and_checks_range(data):
+    ds, _ = data
+    ids = [5, -1, 0, 5, 119]
+    many = ds.__getitems__(ids)
+    assert len(many) == len(ids)
+    for (s, e, i), j in zip(many, ids):
+        (x, y), e1, i1 = ds[j]
+        assert i == i1 and torch.equal(s[0], x) and torch.equal(s[1], y) and torch.equal(e, e1)
+    with pytest.raises(IndexError, match="120 out of range"):
+        ds.__getitems__([3, 120])
