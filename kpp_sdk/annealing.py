@@ -28,9 +28,12 @@ def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
     absJ = abs(J)
     rows = np.asarray(absJ.sum(axis=1)).ravel()
     dmax = float(2.0 * (rows + np.abs(problem.h)).max())
-    nz = absJ.data if problem.is_sparse else absJ[absJ > 0]
+    if problem.is_sparse:
+        nz_min = float(absJ.data.min()) if absJ.nnz else np.inf
+    else:  # a masked reduction: no copy of the nonzero entries (this runs on every submit)
+        nz_min = float(np.min(absJ, initial=np.inf, where=absJ > 0))
     hz = np.abs(problem.h)[problem.h != 0]
-    cands = [float(nz.min())] if nz.size else []
+    cands = [nz_min] if np.isfinite(nz_min) else []
     if hz.size:
         cands.append(float(hz.min()))
     if dmax == 0 or not cands:

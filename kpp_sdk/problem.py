@@ -286,6 +286,21 @@ class IsingProblem:
     # --- conversions ------------------------------------------------------------------------
 
     @classmethod
+    def _trusted(cls, J: np.ndarray, h: np.ndarray, offset: float) -> "IsingProblem":
+        """Internal: wrap a dense ``J`` and ``h`` that the caller built valid by construction
+        (float64, square, symmetric, zero diagonal, finite), without the O(n^2) checks.
+
+        For hot paths that build many small problems (batch selection: one per training step),
+        where the checks cost as much as the solve. ``J`` and ``h`` are taken over (made
+        read-only), not copied. Never use it on user input.
+        """
+        self = object.__new__(cls)
+        J.flags.writeable = False
+        h.flags.writeable = False
+        self._J, self._h, self._offset, self._n = J, h, float(offset), int(J.shape[0])
+        return self
+
+    @classmethod
     def from_qubo(cls, Q: Any, offset: float = 0.0) -> "IsingProblem":
         """Exact conversion of ``E(x) = x^T Q x + offset`` (x in {0,1}) with ``s = 2x - 1``.
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+import numba as nb
 import numpy as np
 
 from ..device import Device
@@ -80,6 +81,42 @@ def _median_distance(d2: np.ndarray) -> float:
     return float(np.sqrt(np.median(vals))) if vals.size else 1.0
 
 
+@nb.njit(cache=True, nogil=True)
+def _rbf_kernel(d2, bandwidth):  # pragma: no cover - compiled
+    """RBF similarities from raw squared distances in one pass over the upper triangle.
+
+    Clips ``d2`` at 0 and symmetrises it (a matrix product need not be bitwise symmetric; J must
+    be), takes the median of the positive distances of the pairs when ``bandwidth <= 0`` (each
+    pair once: the full matrix lists every pair twice, which leaves the median unchanged),
+    and returns ``(exp(-d2 / (2 sigma^2)) with a zero diagonal, sigma)``.
+    """
+    n = d2.shape[0]
+    vals = np.empty(n * (n - 1) // 2)
+    m = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            v = 0.5 * (max(d2[i, j], 0.0) + max(d2[j, i], 0.0))
+            d2[i, j] = v
+            if v > 0.0:
+                vals[m] = v
+                m += 1
+    if bandwidth > 0.0:
+        sigma = bandwidth
+    elif m > 0:
+        sigma = np.sqrt(np.median(vals[:m]))
+    else:
+        sigma = 1.0
+    c = -1.0 / (2.0 * sigma * sigma)
+    s = np.empty_like(d2)
+    for i in range(n):
+        s[i, i] = 0.0
+        for j in range(i + 1, n):
+            e = np.exp(d2[i, j] * c)
+            s[i, j] = e
+            s[j, i] = e
+    return s, sigma
+
+
 def similarity_matrix(embeddings: Any, kind: str = "rbf", bandwidth: float | None = None
                       ) -> tuple[np.ndarray, float | None]:
     """Pairwise similarities in [0, 1] (zero diagonal) and the RBF bandwidth used (None for cosine).
@@ -94,15 +131,14 @@ def similarity_matrix(embeddings: Any, kind: str = "rbf", bandwidth: float | Non
         return s, None
     if kind != "rbf":
         raise SelectionError(f"similarity must be one of {SIMILARITIES}, got {kind!r}")
-    d2 = _sq_dists(x, x)
-    d2 = 0.5 * (d2 + d2.T)  # a matrix product need not be bitwise symmetric; J must be
-    np.fill_diagonal(d2, 0.0)  # rounding leaves ~1e-15 there, which the median must not see
-    sigma = _median_distance(d2) if bandwidth is None else float(bandwidth)
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise SelectionError(f"bandwidth must be a positive number, got {bandwidth!r}")
-    s = np.exp(-d2 / (2.0 * sigma * sigma))
-    np.fill_diagonal(s, 0.0)
-    return s, sigma
+    if bandwidth is not None:
+        sigma = float(bandwidth)
+        if not (np.isfinite(sigma) and sigma > 0):
+            raise SelectionError(f"bandwidth must be a positive number, got {bandwidth!r}")
+    sq = (x * x).sum(1)
+    d2 = sq[:, None] - 2.0 * (x @ x.T) + sq[None, :]
+    s, sigma = _rbf_kernel(d2, -1.0 if bandwidth is None else float(bandwidth))
+    return s, float(sigma)
 
 
 def nearest_reference_distance(candidates: np.ndarray, reference: Any, *,

@@ -214,3 +214,63 @@ def test_qubo_on_sa_cpu_is_reproducible_and_returns_an_ising_problem_solution(sa
     assert isinstance(raw.problem, IsingProblem) and raw.problem.n == 40
     assert raw.info["device"] == "sa.cpu" and sel.last_result.info["solver"] == "sa.cpu"
     assert sel.last_result.info["penalty"] == pytest.approx(sel.build(X, 10, uncertainty=u).penalty)
+
+
+def test_closed_form_ising_equals_the_general_qubo_conversion():
+    for seed, (n, k) in enumerate([(7, 3), (30, 1), (64, 16)]):
+        h, J = random_hJ(n, seed)
+        q = build_selection_qubo(h, J, k)
+        fast = q.to_ising()
+        Q, off = q.to_qubo()
+        ref = IsingProblem.from_qubo(Q, off)
+        assert np.allclose(fast.J, ref.J, atol=1e-12) and np.allclose(fast.h, ref.h, atol=1e-12)
+        assert fast.offset == pytest.approx(ref.offset, abs=1e-9)
+        s = np.random.default_rng(seed).choice([-1, 1], size=(40, n))
+        assert np.allclose(fast.energy(s), q.energy((s + 1) // 2))
+        assert not fast.J.flags.writeable  # the trusted constructor still freezes its arrays
+
+
+def _penalty_bound_reference(h, J, k):
+    """The bound of penalty_bound's docstring, written out with a full sort per row."""
+    neg = np.maximum(-h, 0.0) + np.maximum(-J, 0.0).sum(axis=1)
+    top = -np.sort(-np.maximum(J, 0.0), axis=1)[:, : max(k - 1, 0)].sum(axis=1)
+    return float(max(neg.max(), (np.maximum(h, 0.0) + top).max()))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_penalty_bound_equals_the_sorted_reference(seed):
+    rng = np.random.default_rng(seed)
+    for n in (1, 2, 9, 40):
+        for signed in (True, False):
+            h, J = random_hJ(n, seed, signed)
+            J[rng.random((n, n)) < 0.3] = 0.0  # ties at zero and rows with few positive entries
+            J = np.triu(J, 1) + np.triu(J, 1).T
+            for k in {1, 2, max(1, n // 3), n}:
+                assert penalty_bound(h, J, k) == pytest.approx(_penalty_bound_reference(h, J, k),
+                                                               rel=1e-12, abs=1e-12)
+
+
+def test_swap_descent_takes_the_first_best_exchange():
+    """Every step makes the best exchange (the first in (i, j) index order among equals), so the
+    result is the one of the plain double loop written out here."""
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = int(rng.integers(3, 25))
+        k = int(rng.integers(1, n))
+        h, J = random_hJ(n, 100 + trial)
+        x = np.zeros(n, dtype=np.int8)
+        x[rng.choice(n, k, replace=False)] = 1
+        ref = x.copy()
+        for _ in range(n):
+            f = J @ ref + h
+            best, pair = -1e-12, None
+            for i in np.flatnonzero(ref == 1):
+                for j in np.flatnonzero(ref == 0):
+                    d = f[j] - J[i, j] - f[i]
+                    if d < best:
+                        best, pair = d, (i, j)
+            if pair is None:
+                break
+            ref[pair[0]], ref[pair[1]] = 0, 1
+        got, _ = swap_descent(x, h, J)
+        assert np.array_equal(got, ref)

@@ -171,3 +171,24 @@ def test_qubo_selector_rejects_bad_settings():
         QUBOSelector(solver=42)
     with pytest.raises(kpp_sdk.DeviceNotFoundError):
         QUBOSelector(solver="no.such.device")
+
+
+def test_rbf_similarity_equals_the_median_heuristic_written_out():
+    from kpp_sdk.selection import similarity_matrix
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 6))
+    x[7] = x[3]  # a duplicate: distance 0 must not enter the median
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    iu = np.triu_indices(40, 1)
+    pos = d2[iu][d2[iu] > 0]
+    sigma = np.sqrt(np.median(pos))
+    ref = np.exp(-d2 / (2 * sigma**2))
+    np.fill_diagonal(ref, 0.0)
+    s, got_sigma = similarity_matrix(x)
+    assert got_sigma == pytest.approx(sigma, rel=1e-9)
+    assert np.allclose(s, ref, atol=1e-12) and np.array_equal(s, s.T)
+    s2, sig2 = similarity_matrix(x, bandwidth=0.5)
+    ref2 = np.exp(-d2 / 0.5)
+    np.fill_diagonal(ref2, 0.0)
+    assert sig2 == 0.5 and np.allclose(s2, ref2, atol=1e-12)
