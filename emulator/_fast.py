@@ -4,14 +4,24 @@ Why: on a CPU the matrix product of one round trip is already close to the BLAS 
 NumPy's elementwise passes plus its Gaussian generator (about 10 ns per variate) cost several
 times more than the product itself. These kernels do each half of a round trip in one pass
 over the (runs, N) state (``gain_loss_measure``: steps 1-4 and the ADC; ``inject``: exact
-chunk sum, DAC, injection, error variables), with a counter-based generator that vectorises:
+chunk sum, DAC, injection noise and injection, error variables), with a counter-based
+generator that vectorises (the generator is most of the cost of these kernels, hence the
+care to draw no normal that is not used):
 
 * uniform words: ``w0 = hash(hash(c ^ k_in) ^ k_out)`` with Chris Wellons' ``lowbias32``
   integer hash (in i32 arithmetic so that it vectorises 8-wide), where ``c`` is the element
   counter (run * N + pulse, mod 2**32) and the 32-bit keys depend on (seed, round trip,
-  stream); further words of the same element chain one more round,
-  ``w_{j+1} = hash(w_j ^ k_j)``. The output for a given run therefore does not depend on how
-  many runs are simulated or how many threads run them.
+  stream); further words of the same element hash w0 once more with their own key,
+  ``w_j = hash(w0 ^ k_j)`` (independent of each other, so they do not form one long
+  dependency chain). The output for a given run therefore does not depend on how many runs
+  are simulated or how many threads run them.
+* which normals: ``gain_loss_measure`` draws one Box-Muller pair per pulse (vacuum and
+  measurement noise; a second pair, half used, only with per-pulse pump noise).
+  ``inject`` draws the injection normals itself (none when sigma_inj == 0), one Box-Muller pair
+  for the two pulses i and i + N//2 of a run (cos half, sin half; a pair of its own for the
+  last pulse when N is odd). All of them are standard normals, independent across pulses,
+  runs, round trips and streams, as before; only the assignment of random words to them
+  changed (so a given seed gives other numbers than earlier versions).
 * normals: Box-Muller on two 24-bit uniforms, with float32 polynomial log, sin and cos (so the
   loop stays SIMD; numba has no vector libm here). The largest normal it can produce is
   sqrt(2*25*ln 2) = 5.9 sigma (probability of a larger |z| is 4e-9).
@@ -86,6 +96,18 @@ def _xor32(typingctx, a, b):
 
     def codegen(context, builder, signature, args):
         return builder.xor(args[0], args[1])
+
+    return sig, codegen
+
+
+@intrinsic
+def _ctr32(typingctx, base, i):
+    """uint32(base + i) for uint32 base and int64 i, as an i32 add of the truncated index (the
+    counter vector then stays 8 x i32 instead of being built from 64-bit lanes and narrowed)."""
+    sig = types.uint32(types.uint32, types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.add(args[0], builder.trunc(args[1], ir.IntType(32)))
 
     return sig, codegen
 
@@ -276,8 +298,8 @@ def init_state(x, y, keys, std, amp, uniform, run_offset):
                 y[r, i] = std * n2
 
 
-@_kernel
-def gain_loss_measure(
+@njit(inline="always")
+def _gain_rows(
     x,
     p_k,
     run_pump_std,
@@ -286,7 +308,6 @@ def gain_loss_measure(
     vac_std,
     meas_std,
     pulse_pump_std,
-    inj_noise,
     adc_on,
     adc_inv_lsb,
     adc_lo,
@@ -294,17 +315,10 @@ def gain_loss_measure(
     code_out,
     keys,
     run_offset,
+    per_pulse_pump,
 ):
-    """Steps 1-4 and the ADC of step 5 for one round trip, in place (in-phase quadrature only).
-
-    x: (R, N) float32 state. p_k: pump of this round trip; run_pump_std: std of the pump
-    fluctuation common to all pulses of a run in this round trip (stream keys[12:16]);
-    pulse_pump_std: per-pulse pump noise (0: none). inj_noise: (R, N) float32, receives the
-    standard normals that the injection of this round trip uses. code_out: (R, N) float32,
-    receives the ADC codes (integer values) or, with adc_on False, the measured amplitudes.
-    keys: (16,) uint32 stream keys of this round trip (step_keys(base, k, 8)). The inner loop
-    body is branch-free (selects only) so that it vectorises.
-    """
+    """Body of :func:`gain_loss_measure`; ``per_pulse_pump`` is a literal at both call sites, so
+    that after inlining LLVM drops the unused branch and each variant is one straight loop."""
     R, N = x.shape
     k0a = keys[0]
     k0b = keys[1]
@@ -322,21 +336,91 @@ def gain_loss_measure(
         )
         p_r = p_k + run_pump_std * n_run
         for i in range(N):
-            c = np.uint32(base + i)
+            c = _ctr32(base, i)
             w0 = _word(c, k0a, k0b)
-            w1 = _h32(_xor32(w0, k1a))  # chain: one more round per further word
-            w2 = _h32(_xor32(w1, k2a))
-            w3 = _h32(_xor32(w2, k3a))
-            n_vx, n_m = _box_muller(w0, w1)
-            n_inj, n_pp = _box_muller(w2, w3)
-            inj_noise[r, i] = n_inj
+            # further words hash w0 with their own key (not w1 from w0, w2 from w1, ...): the
+            # same statistics, but independent hashes, a shorter dependency chain per element
+            n_vx, n_m = _box_muller(w0, _h32(_xor32(w0, k1a)))
+            p = p_r
+            if per_pulse_pump:
+                n_pp, _n_unused = _box_muller(_h32(_xor32(w0, k2a)), _h32(_xor32(w0, k3a)))
+                p = p_r + pulse_pump_std * n_pp
             xi = x[r, i]
-            xi = xi * _exp32(dtau * (p_r + pulse_pump_std * n_pp - xi * xi))
+            xi = xi * _exp32(dtau * (p - xi * xi))
             xi = sqrt_t * xi + vac_std * n_vx
             x[r, i] = xi
             xm = xi + meas_std * n_m
             q = _round_clip(xm * adc_inv_lsb, adc_lo, adc_hi)
             code_out[r, i] = q if adc_on else xm
+
+
+@_kernel
+def gain_loss_measure(
+    x,
+    p_k,
+    run_pump_std,
+    dtau,
+    sqrt_t,
+    vac_std,
+    meas_std,
+    pulse_pump_std,
+    adc_on,
+    adc_inv_lsb,
+    adc_lo,
+    adc_hi,
+    code_out,
+    keys,
+    run_offset,
+):
+    """Steps 1-4 and the ADC of step 5 for one round trip, in place (in-phase quadrature only).
+
+    x: (R, N) float32 state. p_k: pump of this round trip; run_pump_std: std of the pump
+    fluctuation common to all pulses of a run in this round trip (stream keys[12:16]);
+    pulse_pump_std: per-pulse pump noise (0: none; then no normal is drawn for it). code_out:
+    (R, N) float32 or int16, receives the ADC codes (integer values) or, with adc_on False, the
+    measured amplitudes. keys: (16,) uint32 stream keys of this round trip
+    (step_keys(base, k, 8)). Per pulse one Box-Muller pair gives the vacuum and the measurement
+    normal (a second pair, half used, the per-pulse pump normal). The inner loop body is
+    branch-free (selects only) so that it vectorises.
+    """
+    if pulse_pump_std == _F(0.0):
+        _gain_rows(
+            x,
+            p_k,
+            run_pump_std,
+            dtau,
+            sqrt_t,
+            vac_std,
+            meas_std,
+            pulse_pump_std,
+            adc_on,
+            adc_inv_lsb,
+            adc_lo,
+            adc_hi,
+            code_out,
+            keys,
+            run_offset,
+            False,
+        )
+    else:
+        _gain_rows(
+            x,
+            p_k,
+            run_pump_std,
+            dtau,
+            sqrt_t,
+            vac_std,
+            meas_std,
+            pulse_pump_std,
+            adc_on,
+            adc_inv_lsb,
+            adc_lo,
+            adc_hi,
+            code_out,
+            keys,
+            run_offset,
+            True,
+        )
 
 
 @_kernel
@@ -350,7 +434,6 @@ def gain_loss_measure_xy(
     vac_std,
     meas_std,
     pulse_pump_std,
-    inj_noise,
     adc_on,
     adc_inv_lsb,
     adc_lo,
@@ -359,15 +442,15 @@ def gain_loss_measure_xy(
     keys,
     run_offset,
 ):
-    """As :func:`gain_loss_measure`, also evolving the squeezed quadrature y."""
+    """As :func:`gain_loss_measure`, also evolving the squeezed quadrature y (normals: one
+    Box-Muller pair for the vacuum of x and the measurement, one for the vacuum of y and the
+    per-pulse pump)."""
     R, N = x.shape
     k0a = keys[0]
     k0b = keys[1]
     k1a = keys[2]
     k2a = keys[4]
     k3a = keys[6]
-    k4a = keys[8]
-    k5a = keys[10]
     kpa = keys[12]
     kpb = keys[13]
     kqa = keys[14]
@@ -381,15 +464,8 @@ def gain_loss_measure_xy(
         for i in range(N):
             c = np.uint32(base + i)
             w0 = _word(c, k0a, k0b)
-            w1 = _h32(_xor32(w0, k1a))
-            w2 = _h32(_xor32(w1, k2a))
-            w3 = _h32(_xor32(w2, k3a))
-            w4 = _h32(_xor32(w3, k4a))
-            w5 = _h32(_xor32(w4, k5a))
-            n_vx, n_m = _box_muller(w0, w1)
-            n_inj, n_vy = _box_muller(w2, w3)
-            n_pp, _n_unused = _box_muller(w4, w5)
-            inj_noise[r, i] = n_inj
+            n_vx, n_m = _box_muller(w0, _h32(_xor32(w0, k1a)))
+            n_vy, n_pp = _box_muller(_h32(_xor32(w0, k2a)), _h32(_xor32(w0, k3a)))
             xi = x[r, i]
             yi = y[r, i]
             p = p_r + pulse_pump_std * n_pp
@@ -402,6 +478,179 @@ def gain_loss_measure_xy(
             xm = xi + meas_std * n_m
             q = _round_clip(xm * adc_inv_lsb, adc_lo, adc_hi)
             code_out[r, i] = q if adc_on else xm
+
+
+@njit(inline="always")
+def _inject_pulse(
+    xi,
+    fi,
+    ei,
+    cq,
+    n,
+    xi_k,
+    dac_on,
+    dac_lsb,
+    dac_inv_lsb,
+    dac_lo,
+    dac_hi,
+    dtau,
+    sig_inj,
+    adc_lsb,
+    a_r,
+    b_r,
+    e_min,
+    e_max,
+    m1,
+):
+    """Steps 5-6 for one pulse: state xi, feedback fi = sum_j J_ij x_q,j, error variable ei,
+    delayed ADC code cq, injection normal n -> (new x, new e). (Scalars only: array arguments
+    of an inlined helper would cost reference counting calls that stop the vectoriser.)"""
+    u = xi_k * ei * fi
+    uq_d = _round_clip(u * dac_inv_lsb, dac_lo, dac_hi) * dac_lsb
+    uq = uq_d if dac_on else u
+    xq = np.float32(cq) * adc_lsb
+    gg = xq * xq - a_r if m1 else u * u - a_r
+    en = min(max(ei * (_F(1.0) - dtau * b_r * gg), e_min), e_max)
+    return xi + dtau * uq * (_F(1.0) + sig_inj * n), en
+
+
+@njit(inline="always")
+def _inject_rows(
+    x,
+    acc,
+    code_del,
+    e,
+    m1,
+    gain_scale,
+    xi_k,
+    dac_on,
+    dac_lsb,
+    dac_inv_lsb,
+    dac_lo,
+    dac_hi,
+    dtau,
+    sig_inj,
+    adc_lsb,
+    a_row,
+    beta_row,
+    e_min,
+    e_max,
+    keys,
+    run_offset,
+    track_e,
+    noisy,
+):
+    """Body of :func:`inject`; track_e and noisy are literals at the call sites, so that each
+    variant compiles to one straight vectorised loop without the unused work (with error
+    variables fixed at 1, as in mode 0, e is neither read nor written)."""
+    C = acc.shape[0]
+    R, N = x.shape
+    H = N // 2
+    kia = keys[8]
+    kib = keys[9]
+    kja = keys[10]
+    f = np.empty(N, dtype=np.float32)
+    tot = np.empty(N, dtype=np.int32)
+    one = _F(1.0)
+    for r in range(R):
+        a_r = a_row[r]
+        b_r = beta_row[r]
+        if C == 1:
+            for i in range(N):
+                f[i] = np.float32(acc[0, r, i]) * gain_scale
+        else:  # integer chunk sums: exact in int32
+            for i in range(N):
+                tot[i] = np.int32(acc[0, r, i])
+            for cc in range(1, C):
+                for i in range(N):
+                    tot[i] += np.int32(acc[cc, r, i])
+            for i in range(N):
+                f[i] = np.float32(tot[i]) * gain_scale
+        base = np.uint32((r + run_offset) * N)
+        # pulses i and j = i + H share one Box-Muller pair (its cos and its sin normal), so the
+        # injection noise costs half a pair per pulse; both streams are contiguous: vectorises
+        for i in range(H):
+            j = i + H
+            n1 = n2 = _F(0.0)
+            if noisy:
+                w = _word(_ctr32(base, i), kia, kib)
+                n1, n2 = _box_muller(w, _h32(_xor32(w, kja)))
+            x1, e1 = _inject_pulse(
+                x[r, i],
+                f[i],
+                e[r, i] if track_e else one,
+                code_del[r, i],
+                n1,
+                xi_k,
+                dac_on,
+                dac_lsb,
+                dac_inv_lsb,
+                dac_lo,
+                dac_hi,
+                dtau,
+                sig_inj,
+                adc_lsb,
+                a_r,
+                b_r,
+                e_min,
+                e_max,
+                m1,
+            )
+            x2, e2 = _inject_pulse(
+                x[r, j],
+                f[j],
+                e[r, j] if track_e else one,
+                code_del[r, j],
+                n2,
+                xi_k,
+                dac_on,
+                dac_lsb,
+                dac_inv_lsb,
+                dac_lo,
+                dac_hi,
+                dtau,
+                sig_inj,
+                adc_lsb,
+                a_r,
+                b_r,
+                e_min,
+                e_max,
+                m1,
+            )
+            x[r, i] = x1
+            x[r, j] = x2
+            if track_e:
+                e[r, i] = e1
+                e[r, j] = e2
+        for i in range(2 * H, N):  # odd N: the last pulse, with a pair of its own (counter
+            n1 = _F(0.0)  # base + N - 1, not used by the pairs above)
+            if noisy:
+                w = _word(np.uint32(base + i), kia, kib)
+                n1, _n_unused = _box_muller(w, _h32(_xor32(w, kja)))
+            x1, e1 = _inject_pulse(
+                x[r, i],
+                f[i],
+                e[r, i] if track_e else one,
+                code_del[r, i],
+                n1,
+                xi_k,
+                dac_on,
+                dac_lsb,
+                dac_inv_lsb,
+                dac_lo,
+                dac_hi,
+                dtau,
+                sig_inj,
+                adc_lsb,
+                a_r,
+                b_r,
+                e_min,
+                e_max,
+                m1,
+            )
+            x[r, i] = x1
+            if track_e:
+                e[r, i] = e1
 
 
 @_kernel
@@ -421,49 +670,133 @@ def inject(
     dac_hi,
     dtau,
     sig_inj,
-    inj_noise,
     adc_lsb,
     a_row,
     beta_row,
     e_min,
     e_max,
+    keys,
+    run_offset,
 ):
     """Step 5 (scaling, DAC) and 6 (injection), plus the error-variable update, in place.
 
-    acc: (C, R, N) chunk products. integer_acc: they hold integers (quantised J and ADC), and
-    are summed exactly in int32 (|total| < 2**31 by the accumulation plan); else C == 1 and
-    acc[0] is used as is. f = gain_scale * sum is sum_j J_ij x_q,j in original units. e: (R, N) error variables
-    (ones for mode 0). mode 0: plain; 1: AHC/CAC, e <- e (1 - dtau beta_r (x_q^2 - a_r));
-    2: CFC, e <- e (1 - dtau beta_r (u^2 - a_r)); u = xi_k e f; x <- x + dtau DAC(u)(1 + sig n).
-    Branch-free loop body (selects), so that it vectorises.
+    acc: (C, R, N) chunk products. integer_acc: they hold integers (quantised J and ADC); C > 1
+    only then (so the flag itself is not needed here), and the chunks are summed exactly in int32 (|total| < 2**31 by the accumulation
+    plan); with C == 1, acc[0] is used as is. f = gain_scale * sum is sum_j J_ij x_q,j in
+    original units. e: (R, N) error variables (ones, untouched, for mode 0). mode 0: plain;
+    1: AHC/CAC, e <- e (1 - dtau beta_r (x_q^2 - a_r)); 2: CFC, e <- e (1 - dtau beta_r
+    (u^2 - a_r)); u = xi_k e f; x <- x + dtau DAC(u)(1 + sig_inj n). The injection normals n
+    are drawn here (stream keys[8:11] of this round trip's step_keys(base, k, 8); none when
+    sig_inj == 0): one Box-Muller pair per two pulses i, i + N//2 of a run.
     """
-    C = acc.shape[0]
-    R, N = x.shape
     m1 = mode == 1
-    m2 = mode == 2
-    for r in range(R):
-        a_r = a_row[r]
-        b_r = beta_row[r]
-        tot = np.empty(N, dtype=np.int32)
-        for i in range(N):
-            tot[i] = np.int32(acc[0, r, i])
-        for cc in range(1, C):
-            for i in range(N):
-                tot[i] += np.int32(acc[cc, r, i])
-        for i in range(N):
-            fa = np.float32(tot[i]) if integer_acc else np.float32(acc[0, r, i])
-            f = fa * gain_scale
-            ei = e[r, i]
-            u = xi_k * ei * f
-            uq_d = _round_clip(u * dac_inv_lsb, dac_lo, dac_hi) * dac_lsb
-            uq = uq_d if dac_on else u
-            x[r, i] = x[r, i] + dtau * uq * (_F(1.0) + sig_inj * inj_noise[r, i])
-            xq = np.float32(code_del[r, i]) * adc_lsb
-            g1 = xq * xq - a_r
-            g2 = u * u - a_r
-            gg = g1 if m1 else g2
-            en = min(max(ei * (_F(1.0) - dtau * b_r * gg), e_min), e_max)
-            e[r, i] = en if (m1 or m2) else ei
+    track_e = mode == 1 or mode == 2
+    noisy = sig_inj != _F(0.0)
+    if track_e:
+        if noisy:
+            _inject_rows(
+                x,
+                acc,
+                code_del,
+                e,
+                m1,
+                gain_scale,
+                xi_k,
+                dac_on,
+                dac_lsb,
+                dac_inv_lsb,
+                dac_lo,
+                dac_hi,
+                dtau,
+                sig_inj,
+                adc_lsb,
+                a_row,
+                beta_row,
+                e_min,
+                e_max,
+                keys,
+                run_offset,
+                True,
+                True,
+            )
+        else:
+            _inject_rows(
+                x,
+                acc,
+                code_del,
+                e,
+                m1,
+                gain_scale,
+                xi_k,
+                dac_on,
+                dac_lsb,
+                dac_inv_lsb,
+                dac_lo,
+                dac_hi,
+                dtau,
+                sig_inj,
+                adc_lsb,
+                a_row,
+                beta_row,
+                e_min,
+                e_max,
+                keys,
+                run_offset,
+                True,
+                False,
+            )
+    elif noisy:
+        _inject_rows(
+            x,
+            acc,
+            code_del,
+            e,
+            m1,
+            gain_scale,
+            xi_k,
+            dac_on,
+            dac_lsb,
+            dac_inv_lsb,
+            dac_lo,
+            dac_hi,
+            dtau,
+            sig_inj,
+            adc_lsb,
+            a_row,
+            beta_row,
+            e_min,
+            e_max,
+            keys,
+            run_offset,
+            False,
+            True,
+        )
+    else:
+        _inject_rows(
+            x,
+            acc,
+            code_del,
+            e,
+            m1,
+            gain_scale,
+            xi_k,
+            dac_on,
+            dac_lsb,
+            dac_inv_lsb,
+            dac_lo,
+            dac_hi,
+            dtau,
+            sig_inj,
+            adc_lsb,
+            a_row,
+            beta_row,
+            e_min,
+            e_max,
+            keys,
+            run_offset,
+            False,
+            False,
+        )
 
 
 # ---------------------------------------------------------------- exact integer FPGA product

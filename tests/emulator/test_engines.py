@@ -194,3 +194,57 @@ def test_integer_product_same_dynamics_as_float_chunks(monkeypatch, feedback):
     assert a.info["fpga_product"] == "int16x16->int32"
     assert b.info["fpga_product"] == "float32 chunks"
     assert np.array_equal(a.final_amplitudes, b.final_amplitudes)
+
+
+@pytest.mark.parametrize(
+    "n, changes",
+    [
+        (21, {}),  # odd pulse count: the last pulse has an injection pair of its own
+        (21, {"pump_noise_per_pulse": True}),
+        (20, {"sigma_inj": 0.0}),
+        (21, {"feedback": "ahc"}),
+        (20, {"track_quadrature": True}),
+    ],
+)
+def test_numba_noise_variants_independent_of_batch_size(n, changes):
+    # every kernel variant (per-pulse pump, no injection noise, error variables, odd N) keys
+    # its noise on the global run index: run r gets the same amplitudes in any batch
+    rng = np.random.default_rng(n)
+    J = np.triu(rng.choice([-1.0, 1.0], size=(n, n)), 1)
+    J = J + J.T
+    par = CIMParameters(round_trips=60, **changes)
+    kw = {"params": par, "seed": 7, "engine": "numba", "return_amplitudes": True}
+    a = simulate(J, runs=6, **kw)
+    # 1600 and 1700 runs: split into blocks (threads) at other run indices on a multi-core CPU
+    b = simulate(J, runs=1600, **kw)
+    c = simulate(J, runs=1700, **kw)
+    assert np.array_equal(a.final_amplitudes, b.final_amplitudes[:6])
+    assert np.array_equal(b.final_amplitudes, c.final_amplitudes[:1600])
+
+
+def test_numba_injection_noise_is_standard_normal():
+    # the injection normals (one Box-Muller pair per pulses i, i + N//2, own pair for the last
+    # of an odd N): with zero feedback state and unit DAC-free feedback, x = dtau f (1 + s n)
+    from kpp_sdk.emulator import _fast
+
+    R, N = 400, 51
+    x = np.zeros((R, N), np.float32)
+    acc = np.ones((1, R, N), np.float32)
+    code = np.zeros((R, N), np.int16)
+    e = np.ones((R, N), np.float32)
+    z = np.zeros(R, np.float32)
+    f32 = np.float32
+    _fast.inject(
+        x, acc, False, code, e, 0, f32(1.0), f32(1.0), False, f32(1.0), f32(1.0), f32(-1.0),
+        f32(1.0), f32(1.0), f32(1.0), f32(1.0), z, z, f32(0.01), f32(100.0),
+        _fast.step_keys(11, 3, 8), 0,
+    )  # fmt: skip
+    n = (x - 1.0).astype(np.float64)
+    flat = n.ravel()
+    assert abs(flat.mean()) < 4.0 / np.sqrt(flat.size)
+    assert abs(flat.var() - 1.0) < 0.03
+    assert abs(np.mean(flat**4) - 3.0) < 0.15  # Gaussian kurtosis
+    H = N // 2
+    # the two halves of a pair are uncorrelated, and so are neighbouring pulses
+    assert abs(np.corrcoef(n[:, :H].ravel(), n[:, H : 2 * H].ravel())[0, 1]) < 0.03
+    assert abs(np.corrcoef(n[:, :-1].ravel(), n[:, 1:].ravel())[0, 1]) < 0.03
