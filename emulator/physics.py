@@ -43,6 +43,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -394,41 +395,23 @@ def simulate(
     )
     small = isinstance(runs, (int, np.integer)) and runs * n_guess * n_guess < SMALL_GEMM_MACS
     lock = _PARALLEL_LOCK if (get_xp(xp) is np and engine != "xp") else None
-    with blas_threads(1 if (small and get_xp(xp) is np) else None):
-        if lock is None:
-            return _simulate(
-                J,
-                h,
-                params,
-                runs=runs,
-                seed=seed,
-                xp=xp,
-                engine=engine,
-                x0=x0,
-                record_runs=record_runs,
-                record_every=record_every,
-                track_best=track_best,
-                best_every=best_every,
-                return_amplitudes=return_amplitudes,
-                t_start=t_start,
-            )
-        with lock:
-            return _simulate(
-                J,
-                h,
-                params,
-                runs=runs,
-                seed=seed,
-                xp=xp,
-                engine=engine,
-                x0=x0,
-                record_runs=record_runs,
-                record_every=record_every,
-                track_best=track_best,
-                best_every=best_every,
-                return_amplitudes=return_amplitudes,
-                t_start=t_start,
-            )
+    with blas_threads(1 if (small and get_xp(xp) is np) else None), (lock or nullcontext()):
+        return _simulate(
+            J,
+            h,
+            params,
+            runs=runs,
+            seed=seed,
+            xp=xp,
+            engine=engine,
+            x0=x0,
+            record_runs=record_runs,
+            record_every=record_every,
+            track_best=track_best,
+            best_every=best_every,
+            return_amplitudes=return_amplitudes,
+            t_start=t_start,
+        )
 
 
 def _simulate(

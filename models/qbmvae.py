@@ -232,6 +232,19 @@ class _CountVAE(nn.Module):
             ll = nb_log_likelihood(x, mu, theta)
         return -ll.sum(-1)
 
+    @torch.no_grad()
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent representation of the counts ``x`` (subclass's ``_represent``), computed in
+        eval mode; the training mode is restored afterwards."""
+        was = self.training
+        self.eval()
+        try:
+            x, _ = self.check_counts(x, None if self.n_batch == 0 else
+                                     torch.zeros(len(x), dtype=torch.long))
+            return self._represent(x)
+        finally:
+            self.train(was)
+
 
 class QBMVAE(_CountVAE):
     """A count VAE with Bernoulli latents, the spike-and-exponential relaxation and a
@@ -345,17 +358,9 @@ class QBMVAE(_CountVAE):
         return {**out, "loss": loss, "reconstruction_mean": out["reconstruction"].mean(),
                 "kl_minus_log_z": kl_part}
 
-    @torch.no_grad()
-    def latent(self, x: torch.Tensor) -> torch.Tensor:
-        """The representation for clustering: the posterior probabilities ``q`` (eval mode)."""
-        was = self.training
-        self.eval()
-        try:
-            x, _ = self.check_counts(x, None if self.n_batch == 0 else
-                                     torch.zeros(len(x), dtype=torch.long))
-            return torch.sigmoid(self.encode(x))
-        finally:
-            self.train(was)
+    def _represent(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation for clustering: the posterior probabilities ``q``."""
+        return torch.sigmoid(self.encode(x))
 
 
 class GaussianVAE(_CountVAE):
@@ -386,13 +391,6 @@ class GaussianVAE(_CountVAE):
         return {"loss": rec.mean() + kl_weight * kl.mean(), "reconstruction": rec,
                 "reconstruction_mean": rec.mean(), "kl": kl.mean(), "z": z}
 
-    @torch.no_grad()
-    def latent(self, x: torch.Tensor) -> torch.Tensor:
-        was = self.training
-        self.eval()
-        try:
-            x, _ = self.check_counts(x, None if self.n_batch == 0 else
-                                     torch.zeros(len(x), dtype=torch.long))
-            return self.encode(x)[0]
-        finally:
-            self.train(was)
+    def _represent(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean ``mu``."""
+        return self.encode(x)[0]
