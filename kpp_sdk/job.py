@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .errors import JobCancelledError, JobError, JobFailedError, JobTimeoutError
 
-__all__ = ["Job", "JobStatus", "wait", "as_completed", "FIRST_COMPLETED", "ALL_COMPLETED"]
+__all__ = ["Job", "JobStatus", "InlineExecutor", "wait", "as_completed", "FIRST_COMPLETED",
+           "ALL_COMPLETED"]
 
 FIRST_COMPLETED = cf.FIRST_COMPLETED
 ALL_COMPLETED = cf.ALL_COMPLETED
@@ -40,6 +41,24 @@ class JobStatus(str, enum.Enum):
 
 _FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 JobStatus.FINAL = _FINAL  # type: ignore[attr-defined]
+
+
+class InlineExecutor(cf.Executor):
+    """Runs each submitted call at once in the caller's thread and returns a finished future.
+
+    A caller that waits for every job at once (a training loop, a batch selector) gains nothing
+    from a worker thread but the hand-offs; pass ``executor=InlineExecutor()`` to
+    :meth:`Device.submit`. :class:`~kpp_sdk.torch_bridge.BoltzmannSampler` and
+    :func:`~kpp_sdk.selection.solve_selection` do so for local devices."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut: cf.Future = cf.Future()
+        fut.set_running_or_notify_cancel()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            fut.set_exception(exc)
+        return fut
 
 
 def new_job_id() -> str:

@@ -43,6 +43,7 @@ from .errors import (
     ProblemError,
     ProblemTooLargeError,
 )
+from .job import InlineExecutor
 from .problem import IsingProblem
 
 try:
@@ -58,22 +59,6 @@ __all__ = [
 
 
 # --- executors, devices and Kaiwu optimizers ------------------------------------------------
-
-
-class InlineExecutor(cf.Executor):
-    """Runs each submitted call at once in the caller's thread and returns a finished future.
-
-    A training loop waits for every sample it asks for, so handing local work to a worker thread
-    only adds thread hand-offs; :class:`BoltzmannSampler` uses this for local devices."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        fut: cf.Future = cf.Future()
-        fut.set_running_or_notify_cancel()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - delivered through the future
-            fut.set_exception(exc)
-        return fut
 
 
 def kaiwu_solution_to_spins(solution: Any, n: int) -> np.ndarray:

@@ -7,10 +7,12 @@
 * The QUBO itself (:mod:`.qubo`): :func:`build_selection_qubo`, :func:`solve_selection`,
   :func:`repair_to_k`, :func:`penalty_bound`.
 * Uncertainty scores (:mod:`.uncertainty`): :func:`entropy`, :func:`margin`,
-  :func:`least_confidence`, :func:`variance`.
+  :func:`least_confidence`, :func:`variance`; :class:`ScoreTable`.
 * PyTorch (:mod:`.dataset`, needs torch): :class:`EmbeddingDataset`,
   :class:`CandidatePoolSampler`, :class:`SelectionCollate`,
-  :class:`PrefetchSelectionLoader` (selects the next batch while this one trains).
+  :class:`PrefetchSelectionLoader` (selects the next batch while this one trains),
+  :class:`SelectionSampler` (a batch sampler that selects ahead from stored embeddings and a
+  :class:`ScoreTable` of the training loop's own scores: no extra loading or forward pass).
 * Feature selection (:mod:`.features`, needs scikit-learn): :class:`QUBOFeatureSelector`.
 
 The torch and scikit-learn parts load on first use, so ``import kpp_sdk.selection`` needs neither.
@@ -45,13 +47,14 @@ from .selectors import (
     similarity_matrix,
 )
 from .store import FaissStore, NumpyStore, VectorStore, load_store
-from .uncertainty import entropy, least_confidence, margin, variance
+from .uncertainty import ScoreTable, entropy, least_confidence, margin, variance
 
 _LAZY = {
     "EmbeddingDataset": ".dataset",
     "CandidatePoolSampler": ".dataset",
     "SelectionCollate": ".dataset",
     "PrefetchSelectionLoader": ".dataset",
+    "SelectionSampler": ".dataset",
     "QUBOFeatureSelector": ".features",
     "feature_relevance": ".features",
     "feature_redundancy": ".features",
@@ -74,6 +77,8 @@ __all__ = [
     "SelectionError",
     "SelectionQUBO",
     "SelectionResult",
+    "SelectionSampler",
+    "ScoreTable",
     "Selector",
     "TopUncertaintySelector",
     "VectorStore",

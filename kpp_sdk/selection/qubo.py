@@ -37,6 +37,7 @@ import numpy as np
 
 from ..device import Device
 from ..errors import InvalidSpinsError, SizeMismatchError
+from ..job import InlineExecutor
 from ..problem import IsingProblem
 from .errors import SelectionError, check_batch_size, check_scores
 
@@ -51,6 +52,8 @@ __all__ = [
     "solve_selection",
     "swap_descent",
 ]
+
+_INLINE = InlineExecutor()
 
 #: ``penalty = DEFAULT_PENALTY_SCALE * penalty_bound(h, J, k)`` when no penalty is given. Any value
 #: above 1 keeps the optimum exact; values close to 1 keep the energy barriers between selections of
@@ -76,8 +79,7 @@ def penalty_bound(h: np.ndarray, J: np.ndarray, k: int) -> float:
 @nb.njit(cache=True, nogil=True)
 def _select_kth(a, cnt, kth):  # pragma: no cover - compiled
     """Reorder ``a[:cnt]`` in place so that ``a[kth]`` is its kth smallest, everything before it
-    is <= and everything after it >= (Hoare quickselect, median-of-three pivot; no allocation,
-    unlike np.partition, which dominated the bound's cost at n = 256)."""
+    is <= and everything after it >= (Hoare quickselect, median-of-three pivot; no allocation)."""
     lo, hi = 0, cnt - 1
     while hi > lo:
         mid = (lo + hi) // 2
@@ -101,33 +103,73 @@ def _select_kth(a, cnt, kth):  # pragma: no cover - compiled
             return
 
 
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _count_above(row, t):  # pragma: no cover - compiled
+    c = 0
+    for j in range(row.shape[0]):
+        c += row[j] > t
+    return c
+
+
+@nb.njit(cache=True, nogil=True)
+def _top_m_positive(row, m, buf):  # pragma: no cover - compiled
+    """Sum of the m largest positive entries of ``row`` (all of them when there are fewer).
+
+    Uses ``top = min over t >= 0 of m t + sum_j (row_j - t)^+``, exact at any t with exactly m
+    entries above it: a bisection on t whose passes are branch-free counts (they vectorise; 5x
+    faster than a quickselect per row at n = 256). When ties leave no such t, a quickselect on
+    the positive entries gives the exact value.
+    """
+    n = row.shape[0]
+    cpos, hi, total = 0, 0.0, 0.0
+    for j in range(n):
+        v = row[j]
+        if v > 0.0:
+            cpos += 1
+            total += v
+            hi = max(hi, v)
+    if cpos <= m:
+        return total
+    lo = 0.0  # invariant: #{row > lo} > m >= #{row > hi}
+    while True:
+        t = 0.5 * (lo + hi)
+        if not lo < t < hi:
+            break  # no float between: ties at the m-th largest value
+        c = _count_above(row, t)
+        if c == m:
+            s = 0.0
+            for j in range(n):
+                s += max(row[j] - t, 0.0)
+            return m * t + s
+        if c > m:
+            lo = t
+        else:
+            hi = t
+    cnt = 0
+    for j in range(n):
+        if row[j] > 0.0:
+            buf[cnt] = row[j]
+            cnt += 1
+    _select_kth(buf, cnt, cnt - m)
+    s = 0.0
+    for t in range(cnt - m, cnt):
+        s += buf[t]
+    return s
+
+
 @nb.njit(cache=True, nogil=True)
 def _penalty_bound_kernel(h, J, k):  # pragma: no cover - compiled
-    """max over i of the two bounds of :func:`penalty_bound`, one pass per row (the k-1 largest
-    positive J_ij by a partial sort of the row's positive entries only)."""
+    """max over i of the two bounds of :func:`penalty_bound`, one row at a time."""
     n = h.shape[0]
     m = min(k - 1, n - 1)
     buf = np.empty(n)
     best = 0.0
     for i in range(n):
+        row = J[i]
         neg = max(-h[i], 0.0)
-        cnt = 0
         for j in range(n):
-            v = J[i, j]
-            if v < 0.0:
-                neg -= v
-            elif v > 0.0:
-                buf[cnt] = v
-                cnt += 1
-        top = 0.0
-        if m > 0:
-            if cnt <= m:
-                for t in range(cnt):
-                    top += buf[t]
-            else:
-                _select_kth(buf, cnt, cnt - m)
-                for t in range(cnt - m, cnt):
-                    top += buf[t]
+            neg -= min(row[j], 0.0)
+        top = _top_m_positive(row, m, buf) if m > 0 else 0.0
         best = max(best, neg, max(h[i], 0.0) + top)
     return best
 
@@ -386,7 +428,11 @@ def solve_selection(qubo: SelectionQUBO, solver: Any = "sa.cpu", *, num_reads: i
     solver = resolve_solver(solver)
     problem = qubo.to_ising()
     if isinstance(solver, Device):
-        raw = solver.sample(problem, num_reads=num_reads, seed=seed, **(options or {}))
+        # a local device with no executor of its own runs the job in this thread: the caller
+        # waits for it anyway, and the hop to the device's worker cost ~0.4 ms per batch
+        inline = solver._executor is None and not solver.properties.is_remote
+        raw = solver.sample(problem, num_reads=num_reads, seed=seed,
+                            executor=_INLINE if inline else None, **(options or {}))
         spins = raw.spins
     else:
         raw = solver.solve(problem.to_kaiwu())
