@@ -508,8 +508,18 @@ class _SelectionProcess:
         self._received = 0
         self._answers: dict[int, Any] = {}
 
+    def _died(self) -> SelectionError:
+        self._proc.join(timeout=1)
+        return SelectionError(
+            f"the selection worker process died (exit code {self._proc.exitcode}); use "
+            "SelectionSampler(..., worker='thread') to run the selector in this process and see "
+            "its error")
+
     def submit(self, ids: np.ndarray, k: int, u: Any, seed: int) -> "_Answer":
-        self._conn.send((ids, k, u, seed))
+        try:
+            self._conn.send((ids, k, u, seed))
+        except OSError:  # BrokenPipeError: nobody reads the other end
+            raise self._died() from None
         self._sent += 1
         return _Answer(self, self._sent - 1)
 
@@ -518,10 +528,7 @@ class _SelectionProcess:
             try:
                 self._answers[self._received] = self._conn.recv()
             except (EOFError, OSError):
-                raise SelectionError(
-                    f"the selection worker process died (exit code {self._proc.exitcode}); "
-                    "use SelectionSampler(..., worker='thread') to run the selector in this "
-                    "process and see its error") from None
+                raise self._died() from None
             self._received += 1
         ok, value = self._answers.pop(number)
         if not ok:

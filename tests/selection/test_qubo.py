@@ -274,3 +274,17 @@ def test_swap_descent_takes_the_first_best_exchange():
             ref[pair[0]], ref[pair[1]] = 0, 1
         got, _ = swap_descent(x, h, J)
         assert np.array_equal(got, ref)
+
+
+def test_penalty_bound_with_ties_at_the_kth_largest_value():
+    """Integer-valued similarities tie at the (k-1)-th largest entry of a row, where the
+    threshold bisection finds no cut with exactly k-1 entries above it (the exact fallback)."""
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        n = int(rng.integers(4, 60))
+        J = rng.integers(-2, 4, size=(n, n)).astype(float)
+        J = np.triu(J, 1) + np.triu(J, 1).T
+        h = rng.integers(-3, 3, size=n).astype(float)
+        for k in (2, 3, n // 2, n - 1):
+            assert penalty_bound(h, J, k) == pytest.approx(_penalty_bound_reference(h, J, k),
+                                                           rel=1e-12, abs=1e-12)
