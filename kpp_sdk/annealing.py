@@ -42,13 +42,16 @@ def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
 
 def _beta_range(problem: IsingProblem) -> tuple[float, float]:
     J = problem.J
-    absJ = abs(J)
-    rows = np.asarray(absJ.sum(axis=1)).ravel()
-    dmax = float(2.0 * (rows + np.abs(problem.h)).max())
     if problem.is_sparse:
+        absJ = abs(J)
+        rows = np.asarray(absJ.sum(axis=1)).ravel()
+        dmax = float(2.0 * (rows + np.abs(problem.h)).max())
         nz_min = float(absJ.data.min()) if absJ.nnz else np.inf
-    else:  # a masked reduction: no copy of the nonzero entries (this runs on every submit)
-        nz_min = float(np.min(absJ, initial=np.inf, where=absJ > 0))
+    else:  # one compiled pass, no n x n temporaries (this runs on every submit)
+        from .devices._sa_kernels import dense_abs_stats
+
+        top, nz_min = dense_abs_stats(J, problem.h)
+        dmax, nz_min = float(2.0 * top), float(nz_min)
     hz = np.abs(problem.h)[problem.h != 0]
     cands = [nz_min] if np.isfinite(nz_min) else []
     if hz.size:

@@ -82,53 +82,70 @@ def _median_distance(d2: np.ndarray) -> float:
     return float(np.sqrt(np.median(vals))) if vals.size else 1.0
 
 
+_TILE = 32
+
+
 @nb.njit(cache=True, nogil=True)
-def _pair_sq_dists(G, sq, bandwidth):  # pragma: no cover - compiled
-    """Squared distances of the pairs i < j (row-major upper triangle, packed) from the Gram
-    matrix, and the RBF bandwidth.
+def _rbf_exponents(G, sq, bandwidth):  # pragma: no cover - compiled
+    """The RBF exponents ``-d2_ij / (2 sigma^2)`` as a full float32 matrix (``-inf`` on the
+    diagonal, so its exp is 0) and sigma, from the Gram matrix ``G``.
 
     ``d2_ij = max(sq_i + sq_j - (G_ij + G_ji), 0)`` is symmetric by construction (a matrix
-    product need not be bitwise symmetric; J must be). With ``bandwidth <= 0`` sigma is the median
-    of the positive pair distances (each pair once: the full matrix lists every pair twice, which
-    leaves the median unchanged; zeros, i.e. duplicates, carry no scale), by quickselect.
+    product need not be bitwise symmetric; J must be): ``G + G.T`` is formed first, tile by tile,
+    so every later pass reads rows, never columns. With ``bandwidth <= 0`` sigma is the
+    median of the positive pair distances (each pair once: the full matrix lists every pair
+    twice, which leaves the median unchanged; zeros, i.e. duplicates, carry no scale).
     """
     n = G.shape[0]
-    d2 = np.empty(n * (n - 1) // 2)
-    vals = np.empty_like(d2)
-    p, m = 0, 0
+    Gs = np.empty_like(G)  # G + G.T, tile by tile (a column walk stays within L1)
+    for a in range(0, n, _TILE):
+        ha = min(a + _TILE, n)
+        for b in range(0, n, _TILE):
+            hb = min(b + _TILE, n)
+            for i in range(a, ha):
+                for j in range(b, hb):
+                    Gs[i, j] = G[i, j] + G[j, i]
+    G = Gs
+    sigma = bandwidth
+    if bandwidth <= 0.0:
+        vals = np.empty(n * (n - 1) // 2)
+        m, lo, hi = 0, np.inf, 0.0
+        for i in range(n):
+            for j in range(i + 1, n):
+                v = max(sq[i] + sq[j] - G[i, j], 0.0)
+                if v > 0.0:
+                    vals[m] = v
+                    m += 1
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+        sigma = np.sqrt(_median(vals, m, lo, hi)) if m > 0 else 1.0
+    c = -0.5 / (sigma * sigma)
+    out = np.empty((n, n), dtype=np.float32)
     for i in range(n):
-        for j in range(i + 1, n):
-            v = max(sq[i] + sq[j] - (G[i, j] + G[j, i]), 0.0)
-            d2[p] = v
-            p += 1
-            if v > 0.0:
-                vals[m] = v
-                m += 1
-    if bandwidth > 0.0:
-        return d2, bandwidth
-    if m == 0:
-        return d2, 1.0
-    return d2, np.sqrt(_median(vals, m))
+        for j in range(n):
+            out[i, j] = max(sq[i] + sq[j] - G[i, j], 0.0) * c
+        out[i, i] = -np.inf
+    return out, sigma
 
 
 _MEDIAN_BINS = 1024
 
 
 @nb.njit(cache=True, nogil=True)
-def _median(vals, m):  # pragma: no cover - compiled
-    """``np.median(vals[:m])`` (reorders ``vals``): a histogram over the value range (order
-    preserving, so rank r lies in a known bin), then a quickselect within the bins holding the
-    middle ranks (a quickselect over all m values costs 4x more at m = 32640)."""
-    lo, hi = vals[0], vals[0]
-    for t in range(m):
-        lo = min(lo, vals[t])
-        hi = max(hi, vals[t])
+def _median(vals, m, lo, hi):  # pragma: no cover - compiled
+    """``np.median(vals[:m])`` (reorders ``vals``), given ``lo, hi = min, max of vals[:m]``: a
+    histogram over the value range (order preserving, so rank r lies in a known bin; each
+    value's bin is kept, not recomputed), then a quickselect within the bins holding the middle
+    ranks (a quickselect over all m values costs 4x more at m = 32640)."""
     if hi == lo:
         return lo
     counts = np.zeros(_MEDIAN_BINS, dtype=np.int64)
+    bins = np.empty(m, dtype=np.uint16)
     scale = _MEDIAN_BINS / (hi - lo)
     for t in range(m):
-        counts[min(int((vals[t] - lo) * scale), _MEDIAN_BINS - 1)] += 1
+        b = min(int((vals[t] - lo) * scale), _MEDIAN_BINS - 1)
+        bins[t] = b
+        counts[b] += 1
     r1 = m // 2
     r0 = r1 - 1 if m % 2 == 0 else r1  # the two middle ranks (equal when m is odd)
     b0, b1, base, cum = -1, -1, 0, 0
@@ -141,8 +158,8 @@ def _median(vals, m):  # pragma: no cover - compiled
         cum += counts[b]
     cnt = 0
     for t in range(m):  # the values of bins b0..b1, in place at the front
-        b = min(int((vals[t] - lo) * scale), _MEDIAN_BINS - 1)
-        if b0 <= b <= b1:
+        b = bins[t]
+        if b0 <= b and b <= b1:
             vals[cnt] = vals[t]
             cnt += 1
     _select_kth(vals, cnt, r1 - base)
@@ -155,32 +172,19 @@ def _median(vals, m):  # pragma: no cover - compiled
     return med
 
 
-@nb.njit(cache=True, nogil=True)
-def _unpack_symmetric(packed, n):  # pragma: no cover - compiled
-    """The symmetric (n, n) float64 matrix with zero diagonal whose upper triangle is ``packed``."""
-    s = np.empty((n, n))
-    p = 0
-    for i in range(n):
-        s[i, i] = 0.0
-        for j in range(i + 1, n):
-            v = np.float64(packed[p])
-            s[i, j] = v
-            s[j, i] = v
-            p += 1
-    return s
-
-
-def similarity_matrix(embeddings: Any, kind: str = "rbf", bandwidth: float | None = None
-                      ) -> tuple[np.ndarray, float | None]:
+def similarity_matrix(embeddings: Any, kind: str = "rbf", bandwidth: float | None = None, *,
+                      scale: float = 1.0) -> tuple[np.ndarray, float | None]:
     """Pairwise similarities in [0, 1] (zero diagonal) and the RBF bandwidth used (None for cosine).
 
-    See the module docstring for the kernels.
+    See the module docstring for the kernels. ``scale`` multiplies the result (in the same pass).
     """
     x = check_embeddings(embeddings)
     if kind == "cosine":
         u = _unit_rows(x)
         s = np.clip(u @ u.T, 0.0, 1.0)
         np.fill_diagonal(s, 0.0)
+        if scale != 1.0:
+            s *= scale
         return s, None
     if kind != "rbf":
         raise SelectionError(f"similarity must be one of {SIMILARITIES}, got {kind!r}")
@@ -188,11 +192,11 @@ def similarity_matrix(embeddings: Any, kind: str = "rbf", bandwidth: float | Non
         sigma = float(bandwidth)
         if not (np.isfinite(sigma) and sigma > 0):
             raise SelectionError(f"bandwidth must be a positive number, got {bandwidth!r}")
-    d2, sigma = _pair_sq_dists(x @ x.T, (x * x).sum(1), -1.0 if bandwidth is None else float(bandwidth))
+    e, sigma = _rbf_exponents(x @ x.T, (x * x).sum(1), -1.0 if bandwidth is None else float(bandwidth))
     # exp in float32: NumPy's SIMD float32 exp is 4x faster than float64's (which numba cannot
     # vectorise either); similarities in [0, 1] need no more than float32's 1e-7
-    e = np.exp((d2 * (-0.5 / (sigma * sigma))).astype(np.float32))
-    return _unpack_symmetric(e, x.shape[0]), float(sigma)
+    np.exp(e, out=e)
+    return np.multiply(e, scale, dtype=np.float64), float(sigma)
 
 
 def nearest_reference_distance(candidates: np.ndarray, reference: Any, *,
@@ -337,7 +341,8 @@ class QUBOSelector:
                 h -= self.uncertainty_weight * u / top
         if self.similarity == "cosine":
             x = _unit_rows(x)
-        sim, sigma = similarity_matrix(x, self.similarity, self.bandwidth)
+        J, sigma = similarity_matrix(x, self.similarity, self.bandwidth,
+                                     scale=self.diversity_weight / max(k - 1, 1))
         if self.reference_weight > 0 and _has_reference(reference):
             _check_reference_metric(reference, self.similarity == "cosine")
             d = nearest_reference_distance(x, reference)
@@ -346,7 +351,6 @@ class QUBOSelector:
             else:
                 ref_sim = np.exp(-(d * d) / (2.0 * sigma * sigma))
             h += self.reference_weight * ref_sim
-        J = (self.diversity_weight / max(k - 1, 1)) * sim
         # sim is symmetric, finite, zero on the diagonal by construction: skip re-checking n^2 values
         return build_selection_qubo(h, J, k, penalty=self.penalty, penalty_scale=self.penalty_scale,
                                     _checked=True)

@@ -192,3 +192,24 @@ def test_rbf_similarity_equals_the_median_heuristic_written_out():
     ref2 = np.exp(-d2 / 0.5)
     np.fill_diagonal(ref2, 0.0)
     assert sig2 == 0.5 and np.allclose(s2, ref2, atol=1e-12)
+
+
+def test_rbf_bandwidth_is_the_exact_median_with_ties_and_either_parity():
+    """Lattice points tie at many distances; the histogram median must still be np.median's
+    (the mean of the two middle values when the count of positive distances is even)."""
+    from kpp_sdk.selection import similarity_matrix
+
+    rng = np.random.default_rng(8)
+    parities = set()
+    for n in (2, 3, 5, 12, 31, 64, 300):
+        for spread in (2, 4, 50):
+            x = rng.integers(0, spread, size=(n, 3)).astype(float)
+            d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+            pos = d2[np.triu_indices(n, 1)]
+            pos = pos[pos > 0]
+            if pos.size == 0:
+                continue
+            parities.add(pos.size % 2)
+            _, sigma = similarity_matrix(x)
+            assert sigma == pytest.approx(np.sqrt(np.median(pos)), rel=1e-12), (n, spread)
+    assert parities == {0, 1}
