@@ -39,6 +39,7 @@ from kpp_sdk.selection import (
     KCenterGreedySelector,
     NumpyStore,
     QUBOSelector,
+    RandomSelector,
     SelectionCollate,
     TopUncertaintySelector,
     entropy,
@@ -237,7 +238,7 @@ class _Epochs:
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_training_step_with_prefetched_qubo_selection_against_random_batches(benchmark, digits,
                                                                              network):
-    """Wall time per training step of four loops over the digits, in the same process:
+    """Wall time per training step of six loops over the digits, in the same process:
 
     * ``random``: ``DataLoader(TensorDataset, batch_size=64, shuffle=True)`` + one training step;
     * ``plain``: QUBO selection of 64 from 256 through ``DataLoader(..., collate_fn=
@@ -246,13 +247,16 @@ def test_training_step_with_prefetched_qubo_selection_against_random_batches(ben
     * ``prefetch``: the same selection through ``PrefetchSelectionLoader(prefetch=1)``: the next
       pool is scored, then selected in a background thread while this batch trains;
     * ``sampler/process`` and ``sampler/thread``: ``DataLoader(EmbeddingDataset,
-      batch_sampler=SelectionSampler(prefetch=1, worker=...))`` with a ``ScoreTable`` the loop
+      sampler=SelectionSampler(prefetch=1, worker=...), batch_size=None)`` (batched reads) with
+      a ``ScoreTable`` the loop
       fills from the logits of its own steps: the pool is neither loaded nor scored, and its
       selection runs in a worker process (or thread) while this batch trains. One sampler per
-      kind serves all blocks, as one would serve a whole training run.
+      kind serves all blocks, as one would serve a whole training run;
+    * ``sampler/random``: that loop with ``RandomSelector`` in the worker: the floor of the
+      sampler path (EmbeddingDataset items, score-table writes) for any selection rule.
 
     Blocks of 35 steps of each loop alternate (7 blocks), so load on a shared machine hits all
-    four; reported: ``added = loop step / random step - 1`` from the medians of the per-block
+    six; reported: ``added = loop step / random step - 1`` from the medians of the per-block
     means (and from the fastest blocks). Goal: added <= 0.20.
     """
     import itertools
@@ -288,7 +292,8 @@ def test_training_step_with_prefetched_qubo_selection_against_random_batches(ben
                                                  generator=g)
             return itertools.chain(loader, loader)
         if kind.startswith("sampler"):
-            loader = torch.utils.data.DataLoader(data, batch_sampler=samplers[kind])
+            # batched reads: PyTorch indexes the dataset with the whole batch (no per-item views)
+            loader = torch.utils.data.DataLoader(data, sampler=samplers[kind], batch_size=None)
             return itertools.chain.from_iterable(loader for _ in range(epochs))
         sel = QUBOSelector(kpp_sdk.get_device("sa.cpu"))
         pools = _Epochs(CandidatePoolSampler(len(y), BATCH, pool_factor=POOL // BATCH, seed=seed),
@@ -302,6 +307,10 @@ def test_training_step_with_prefetched_qubo_selection_against_random_batches(ben
     samplers = {f"sampler/{w}": SelectionSampler(store, QUBOSelector(kpp_sdk.get_device("sa.cpu")),
                                                  BATCH, scores=table, prefetch=1, worker=w, seed=0)
                 for w in ("process", "thread")}
+    # the same loop with a random choice from each pool: what the loader, the score table and
+    # the sampler cost by themselves, whatever the selection rule
+    samplers["sampler/random"] = SelectionSampler(store, RandomSelector(), BATCH, scores=table,
+                                                  prefetch=1, worker="process", seed=0)
 
     def run(kind, seed):
         t = time.perf_counter()
@@ -315,7 +324,7 @@ def test_training_step_with_prefetched_qubo_selection_against_random_batches(ben
                 table.update(batch[2], logits.detach())
         return (time.perf_counter() - t) / steps
 
-    kinds = ("random", "plain", "prefetch", "sampler/process", "sampler/thread")
+    kinds = ("random", "plain", "prefetch", "sampler/process", "sampler/thread", "sampler/random")
     for kind in kinds:  # warm-up: numba kernels, torch allocator, thread pools
         run(kind, 10_000)
     per_step = {k: [] for k in kinds}

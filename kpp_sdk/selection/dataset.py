@@ -34,7 +34,7 @@ from .uncertainty import ScoreTable
 
 try:
     import torch
-    from torch.utils.data import Dataset, Sampler
+    from torch.utils.data import Dataset, Sampler, TensorDataset
     from torch.utils.data._utils.collate import default_collate
 except ImportError:  # pragma: no cover - exercised only without torch
     raise MissingDependencyError("torch", extra="torch", feature="kpp_sdk.selection.dataset") from None
@@ -48,6 +48,13 @@ class EmbeddingDataset(Dataset):
 
     ``embedding`` is a float32 tensor of shape ``(store.dim,)`` (unit length for a cosine store).
     The store must hold one vector per sample, in the dataset's order (store id = dataset index).
+
+    Indexed with a list (or array) of indices it returns the collated batch at once, what
+    ``default_collate`` makes of those items: that is the fast path of a batch sampler given to
+    a DataLoader as ``DataLoader(ds, sampler=batch_sampler, batch_size=None)`` (PyTorch then
+    reads ``ds[batch]`` and collates nothing). Over a ``TensorDataset`` it is one gather per
+    tensor instead of a tensor view per item and field (64 items: ~0.2 ms -> ~0.03 ms, a step's
+    worth of time for small networks).
     """
 
     def __init__(self, dataset: Any, store: VectorStore):
@@ -66,7 +73,9 @@ class EmbeddingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor, int]:
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, (list, tuple, np.ndarray, torch.Tensor)) and np.ndim(index) == 1:
+            return self._batch(index)
         index = int(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
@@ -74,15 +83,28 @@ class EmbeddingDataset(Dataset):
         emb = torch.from_numpy(np.array(self.store.get([index])[0], dtype=np.float32))
         return self.dataset[index], emb, index
 
-    def __getitems__(self, indices: Any) -> list[tuple[Any, torch.Tensor, int]]:
-        """``[self[i] for i in indices]`` with one store lookup for all embeddings (what a
-        DataLoader calls for a whole pool; 256 single lookups cost several training steps)."""
+    def _indices(self, indices: Any) -> list[int]:
         n = len(self)
-        idx = [int(i) for i in indices]
+        idx = [int(i) for i in (indices.tolist() if hasattr(indices, "tolist") else indices)]
         bad = [i for i in idx if not -n <= i < n]
         if bad:
             raise IndexError(f"index {bad[0]} out of range for {n} samples")
-        idx = [i % n for i in idx]
+        return [i % n for i in idx]
+
+    def _batch(self, indices: Any) -> list:
+        """``default_collate(self.__getitems__(indices))``, built batch-wise where possible."""
+        idx = self._indices(indices)
+        if type(self.dataset) is not TensorDataset or not idx:
+            return default_collate(self.__getitems__(idx))
+        rows = torch.as_tensor(idx, dtype=torch.int64)
+        embs = torch.from_numpy(np.array(self.store.get(idx), dtype=np.float32).reshape(len(idx), -1))
+        # default_collate turns tuples into lists: the same structure as the per-item path
+        return [[t[rows] for t in self.dataset.tensors], embs, rows]
+
+    def __getitems__(self, indices: Any) -> list[tuple[Any, torch.Tensor, int]]:
+        """``[self[i] for i in indices]`` with one store lookup for all embeddings (what a
+        DataLoader calls for a whole pool; 256 single lookups cost several training steps)."""
+        idx = self._indices(indices)
         embs = torch.from_numpy(np.array(self.store.get(idx), dtype=np.float32).reshape(len(idx), -1))
         getitems = getattr(self.dataset, "__getitems__", None)
         samples = getitems(idx) if getitems else [self.dataset[i] for i in idx]

@@ -134,3 +134,30 @@ def test_batched_getitems_equals_single_items_and_checks_range(data):
         assert i == i1 and torch.equal(s[0], x) and torch.equal(s[1], y) and torch.equal(e, e1)
     with pytest.raises(IndexError, match="120 out of range"):
         ds.__getitems__([3, 120])
+
+
+def test_a_list_index_gives_the_collated_batch_of_its_items(data):
+    from torch.utils.data._utils.collate import default_collate
+
+    ds, _ = data
+    idx = [5, 0, 119, -1, 5]
+    want = default_collate([ds[i] for i in idx])
+    for index in (idx, np.array(idx), torch.tensor(idx)):
+        got = ds[index]
+        assert type(got) is type(want) and type(got[0]) is type(want[0])
+        assert all(torch.equal(a, b) for a, b in zip(got[0], want[0]))
+        assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+        assert got[2].dtype == torch.int64 and got[2].tolist() == [5, 0, 119, 119, 5]
+
+    class Plain(torch.utils.data.Dataset):  # not a TensorDataset: the per-item path
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            return {"x": ds.dataset[i][0], "i": i}
+
+    other = EmbeddingDataset(Plain(), ds.store)
+    got, want = other[idx], default_collate([other[i] for i in idx])
+    assert torch.equal(got[0]["x"], want[0]["x"]) and torch.equal(got[1], want[1])
+    with pytest.raises(IndexError, match="index 120 out of range for 120"):
+        ds[[0, 120]]

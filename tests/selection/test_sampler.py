@@ -162,3 +162,21 @@ def test_a_killed_worker_process_is_a_clear_error_and_a_new_iteration_recovers(d
     s.close()
     assert len(list(s)) == len(s)  # close() dropped the dead worker; the next pass starts one
     s.close()
+
+
+def test_batched_reads_through_the_dataloader_give_the_same_batches(data):
+    """DataLoader(ds, sampler=selection_sampler, batch_size=None): PyTorch reads ds[batch]."""
+    ds, store, _ = data
+
+    def loop(**loader_kw):
+        with SelectionSampler(store, KCenterGreedySelector(), 8, seed=4, worker="thread") as s:
+            key = "sampler" if loader_kw.pop("batched") else "batch_sampler"
+            loader = DataLoader(ds, **{key: s}, **loader_kw)
+            assert len(loader) == len(s)
+            return [((x.clone(), y.clone()), emb.clone(), idx.clone()) for (x, y), emb, idx in loader]
+
+    plain, batched = loop(batched=False), loop(batched=True, batch_size=None)
+    assert len(plain) == len(batched) == 3
+    for (p_xy, p_e, p_i), (b_xy, b_e, b_i) in zip(plain, batched):
+        assert torch.equal(p_i, b_i) and torch.equal(p_e, b_e)
+        assert all(torch.equal(a, b) for a, b in zip(p_xy, b_xy))
