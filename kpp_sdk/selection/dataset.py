@@ -453,7 +453,10 @@ class SelectionSampler(Sampler):
             import concurrent.futures as cf
 
             self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpp-select")
-            self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False,
+            # wait for the selection in flight: a thread still running one (in BLAS, say)
+            # when a process is forked leaves its locks held in the child, which then hangs
+            # (seen: a process-worker sampler started right after closing a thread-worker one)
+            self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=True,
                                                cancel_futures=True)
         else:
             self._executor = _SelectionProcess(self.selector, self.store)
@@ -486,8 +489,8 @@ class SelectionSampler(Sampler):
             yield ids[np.asarray(fut.result())].tolist()
 
     def close(self) -> None:
-        """Stop the worker. Selections in flight are dropped (their pools are skipped); the next
-        iteration starts a new worker."""
+        """Stop the worker. Queued selections are dropped (their pools are skipped), one that
+        is running is waited for; the next iteration starts a new worker."""
         if self._executor is not None:
             self._finalizer()
             self._executor = None

@@ -180,3 +180,27 @@ def test_batched_reads_through_the_dataloader_give_the_same_batches(data):
     for (p_xy, p_e, p_i), (b_xy, b_e, b_i) in zip(plain, batched):
         assert torch.equal(p_i, b_i) and torch.equal(p_e, b_e)
         assert all(torch.equal(a, b) for a, b in zip(p_xy, b_xy))
+
+
+class Slow(KCenterGreedySelector):
+    def select(self, embeddings, k, *, uncertainty=None, seed=None):
+        import time
+
+        time.sleep(0.2)
+        return super().select(embeddings, k, uncertainty=uncertainty, seed=seed)
+
+
+def test_close_waits_for_the_selection_in_flight_of_a_thread_worker(data):
+    """A thread still selecting (in NumPy's BLAS, say) when a process is forked can hang the
+    fork (OpenBLAS joins its pool in a pre-fork handler); so after close() no selection thread
+    may be left running, e.g. before a process-worker sampler starts."""
+    import threading
+
+    _, store, _ = data
+    s = SelectionSampler(store, Slow(), 4, prefetch=2, worker="thread", seed=0)
+    it = iter(s)
+    next(it)  # the next two selections are queued or running now
+    s.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("kpp-select")]
+    with SelectionSampler(store, KCenterGreedySelector(), 4, seed=0) as p:  # a process worker
+        assert len(list(p)) == len(p)
