@@ -284,16 +284,14 @@ def _dense_operands(J: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     n = J.shape[0]
     # the fields decide first (n values): general float fields never touch J here
-    scales = [k for k in range(_MAX_SCALE_BITS + 1)
-              if np.array_equal(h * float(2 ** k), np.rint(h * float(2 ** k)))]
-    if not scales:
+    scaled = [(sc, hs) for sc in (float(2 ** k) for k in range(_MAX_SCALE_BITS + 1))
+              if np.array_equal(hs := h * sc, np.rint(hs))]
+    if not scaled:
         return J, h, 2.0, 1.0
     bound = float(dense_abs_stats(J, h)[0])
-    for k in scales:
-        sc = float(2 ** k)
+    for sc, hs in scaled:
         if not np.isfinite(bound) or bound * sc > _F32_INT_LIMIT:
             break
-        hs = h * sc
         ok = True
         for a in range(0, n, _ROW_BLOCK):
             blk = J[a:a + _ROW_BLOCK] * sc

@@ -439,11 +439,19 @@ class SelectionSampler(Sampler):
             u = check_scores(u, ids.size)
         return ids, u
 
+    def _pick(self, ids: np.ndarray, u: np.ndarray | None, seed: Any) -> np.ndarray:
+        """Positions in ``ids`` of the chosen batch (the worker process runs its own twin,
+        :func:`~kpp_sdk.selection.selectors._worker_loop`, on its copies)."""
+        return np.asarray(self.selector.select(self.store.get(ids), self.batch_size,
+                                               uncertainty=u, seed=seed))
+
+    def _next_seed(self) -> int:
+        return int(self._seeds.integers(2**63))  # drawn in stream order, whatever the prefetch
+
     def select(self, pool: Any, seed: Any = None) -> list[int]:
         """The chosen dataset indices of one pool (what each batch is); ``seed`` for the solver."""
         ids, u = self._inputs(pool)
-        picks = self.selector.select(self.store.get(ids), self.batch_size, uncertainty=u, seed=seed)
-        return ids[np.asarray(picks)].tolist()
+        return ids[self._pick(ids, u, seed)].tolist()
 
     def _start(self) -> None:
         import weakref
@@ -465,10 +473,9 @@ class SelectionSampler(Sampler):
 
     def _submit_next(self) -> None:
         ids, u = self._inputs(next(self._stream))
-        seed = int(self._seeds.integers(2**63))  # drawn here, in stream order, for any prefetch
+        seed = self._next_seed()
         if self.worker == "thread":
-            fut = self._executor.submit(self.selector.select, self.store.get(ids),
-                                        self.batch_size, uncertainty=u, seed=seed)
+            fut = self._executor.submit(self._pick, ids, u, seed)
         else:
             fut = self._executor.submit(ids, self.batch_size, u, seed)
         self._pending.append((ids, fut))
@@ -478,7 +485,7 @@ class SelectionSampler(Sampler):
             self._stream = self._pool_stream()
         if self.prefetch == 0:
             for _ in range(len(self)):
-                yield self.select(next(self._stream), int(self._seeds.integers(2**63)))
+                yield self.select(next(self._stream), self._next_seed())
             return
         if self._executor is None:
             self._start()

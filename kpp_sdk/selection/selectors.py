@@ -29,8 +29,8 @@ from ..device import Device
 from .errors import SelectionError, check_batch_size, check_embeddings, check_scores
 from .qubo import (
     DEFAULT_PENALTY_SCALE,
-    _select_kth,
     SelectionResult,
+    _select_kth,
     build_selection_qubo,
     resolve_solver,
     solve_selection,
@@ -73,13 +73,6 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = (a * a).sum(1)[:, None] - 2.0 * (a @ b.T) + (b * b).sum(1)[None, :]
     return np.maximum(d, 0.0)
-
-
-def _median_distance(d2: np.ndarray) -> float:
-    # every pair appears twice in the full matrix, which leaves the median unchanged; zeros (the
-    # diagonal, exact duplicates) carry no scale
-    vals = d2[d2 > 0]
-    return float(np.sqrt(np.median(vals))) if vals.size else 1.0
 
 
 _TILE = 32
@@ -159,7 +152,7 @@ def _median(vals, m, lo, hi):  # pragma: no cover - compiled
     cnt = 0
     for t in range(m):  # the values of bins b0..b1, in place at the front
         b = bins[t]
-        if b0 <= b and b <= b1:
+        if b0 <= b <= b1:
             vals[cnt] = vals[t]
             cnt += 1
     _select_kth(vals, cnt, r1 - base)
@@ -351,7 +344,7 @@ class QUBOSelector:
             else:
                 ref_sim = np.exp(-(d * d) / (2.0 * sigma * sigma))
             h += self.reference_weight * ref_sim
-        # sim is symmetric, finite, zero on the diagonal by construction: skip re-checking n^2 values
+        # J is symmetric, finite, zero on the diagonal by construction: skip re-checking n^2 values
         return build_selection_qubo(h, J, k, penalty=self.penalty, penalty_scale=self.penalty_scale,
                                     _checked=True)
 

@@ -41,7 +41,7 @@ def run_epochs(sampler, epochs=2):
 @pytest.mark.parametrize("worker,prefetch", [("thread", 1), ("thread", 3), ("process", 1),
                                              ("process", 2)])
 def test_prefetch_in_any_worker_gives_the_batches_of_prefetch_zero(data, worker, prefetch):
-    _, store, X = data
+    _, store, _ = data
     u = static_scores(len(store))
     table = ScoreTable(len(store))
     table.update(np.arange(len(store)), u)
