@@ -35,8 +35,7 @@ import torch
 def _qgan(seed: int, steps: int, device: str, out: Path) -> dict:
     from kpp_sdk.models.qgan import QGAN, fit_qgan, load_digits_grayscale, make_prior
     from kpp_sdk.models.sample_quality import DigitClassifier, sample_quality
-
-    from kpp_sdk.torch_bridge import BoltzmannSampler
+    from kpp_sdk.models.samplers import BoltzmannSampler
 
     train, test, ytr, _ = load_digits_grayscale(seed=0)
     clf = DigitClassifier(train, ytr)

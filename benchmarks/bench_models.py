@@ -24,14 +24,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kpp_sdk.models import RestrictedBoltzmannMachine, fit, log_likelihood  # noqa: E402
-
-import kpp_sdk  # noqa: E402
-from kpp_sdk.datasets import load_dataset  # noqa: E402
-from kpp_sdk.torch_bridge import (  # noqa: E402
+from kpp_sdk.models.datasets import load_dataset  # noqa: E402
+from kpp_sdk.models.samplers import (  # noqa: E402
     BoltzmannSampler,
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
 )
+
+import kpp_sdk  # noqa: E402
 
 EPOCHS = 20
 BATCH = 50

@@ -2,7 +2,7 @@
 
 Run:  pytest benchmarks/bench_peers.py --benchmark-only -s
 
-The same solvers and instances as ``kpp bench`` (:mod:`kpp_sdk.benchmarking`), one effort per
+The same solvers and instances as ``kpp bench`` (:mod:`kpp_sdk.bench.suite`), one effort per
 solver (the middle rung of the quick ladder: 100 sweeps for the annealers, 1000 round trips for
 the CIMs, 1000 steps for simulated bifurcation), 50 reads, seed 0. ``benchmark.extra_info``
 records the mean and best energy, the success probability per read, the time to target (TTS99)
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from kpp_sdk import benchmarking as bm
+from kpp_sdk.bench import suite as bm
 
 NUM_READS = 50
 SEED = 0

@@ -29,9 +29,10 @@ dwave_samplers = pytest.importorskip(
     "dwave.samplers", reason="the comparison needs dwave-samplers (pip install kpp-sdk[bench])"
 )
 
+from kpp_sdk.devices.annealing import default_beta_range
+
 import kpp_sdk
 from kpp_sdk import IsingProblem
-from kpp_sdk.annealing import default_beta_range
 
 NUM_READS = 100
 NUM_SWEEPS = 1000

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kpp_sdk.devices.sa_gpu import SimulatedAnnealingGPU, require_cuda
 
 import kpp_sdk
 from kpp_sdk import IsingProblem, MissingDependencyError
-from kpp_sdk.devices.sa_gpu import SimulatedAnnealingGPU, require_cuda
 
 N = 1000
 GPU_READS, GPU_SWEEPS = 1024, 1000

@@ -23,7 +23,7 @@ batch size (128) and KL warm-up (linear over all epochs, as scVI does below 400 
   (``--num-reads`` reads, persistent chains, 5 sweeps per step);
 * ``QBM-VAE (cim.emulator)``: negative phase from the CIM emulator (raw output, its ``FAST``
   round trips, effective temperature estimated and corrected by
-  :class:`kpp_sdk.torch_bridge.BoltzmannSampler`).
+  :class:`kpp_sdk.models.samplers.BoltzmannSampler`).
 
 Scores: scib-metrics' Benchmarker (raw scores, not min-max scaled across methods) when it is
 installed, and always the scIB-style subset of :mod:`kpp_sdk.models.single_cell_metrics` (not
@@ -88,9 +88,8 @@ def fit_method(method: str, adata, args, seed: int) -> tuple[np.ndarray, dict]:
                 plan_kwargs={"n_epochs_kl_warmup": args.epochs})
         z = m.get_latent_representation()
     else:
+        from kpp_sdk.models.samplers import BoltzmannSampler
         from kpp_sdk.models.single_cell import SingleCellVAE
-
-        from kpp_sdk.torch_bridge import BoltzmannSampler
 
         sampler = "sa.cpu"
         if method == "qbm-sa":
@@ -296,9 +295,8 @@ def test_epoch_time_qbmvae_relative_to_gaussian_vae(benchmark):
 
     pytest.importorskip("scanpy")
     import torch
+    from kpp_sdk.models.samplers import BoltzmannSampler
     from kpp_sdk.models.single_cell import SingleCellVAE, load_single_cell_dataset
-
-    from kpp_sdk.torch_bridge import BoltzmannSampler
 
     torch.set_num_threads(1)
     adata = load_single_cell_dataset("pbmc68k_simulated_batches")

@@ -24,7 +24,7 @@ couplings (any problem whose fields are integers below 2**53) it is the same bit
 tile size.
 
 Randomness is counter-based (Philox4x32-10, Salmon et al., SC'11): read ``r`` has the key
-``(lo, hi)`` = the two 32-bit halves of ``kpp_sdk.annealing.seed_streams(seed, reads)[r]``, and the
+``(lo, hi)`` = the two 32-bit halves of ``kpp_sdk.devices.annealing.seed_streams(seed, reads)[r]``, and the
 uniform of spin ``i`` in sweep ``t`` is word ``i % 4`` of ``Philox(key, counter=(i // 4, t, 0, 0))``
 mapped to ``(w + 0.5) / 2**32``. Initial spins (when none are given) are the bits of
 ``Philox(key, counter=(b, 0, 1, 0))``: spin ``i`` is bit ``i % 32`` of word ``(i // 32) % 4`` of
@@ -117,7 +117,7 @@ def philox4x32(xp: Any, counter: tuple, key: tuple) -> tuple:
 
 def read_keys(streams: np.ndarray) -> np.ndarray:
     """(reads, 2) uint32 Philox keys ``(low, high)`` from the 64-bit per-read seeds of
-    :func:`kpp_sdk.annealing.seed_streams`."""
+    :func:`kpp_sdk.devices.annealing.seed_streams`."""
     s = np.asarray(streams, dtype=np.uint64)
     return np.stack([(s & np.uint64(0xFFFFFFFF)).astype(np.uint32),
                      (s >> np.uint64(32)).astype(np.uint32)], axis=1)

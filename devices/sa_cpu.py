@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kpp_sdk.annealing import (
+from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
+from kpp_sdk.errors import InvalidOptionError
+from kpp_sdk.problem import IsingProblem
+
+from .annealing import (
     ACCEPTANCES,
     check_initial_states,
     make_schedule,
     seed_streams,
 )
-from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
-from kpp_sdk.errors import InvalidOptionError
-from kpp_sdk.problem import IsingProblem
 
 __all__ = ["SimulatedAnnealingCPU"]
 
@@ -34,7 +35,7 @@ class SimulatedAnnealingCPU(Device):
     beta_schedule ["geometric"]
         ``"geometric"``, ``"linear"`` or an explicit array of betas (one per sweep).
     beta_range [None]
-        ``(beta_hot, beta_cold)``; None uses :func:`kpp_sdk.annealing.default_beta_range`: the
+        ``(beta_hot, beta_cold)``; None uses :func:`kpp_sdk.devices.annealing.default_beta_range`: the
         largest single-flip energy increase accepted with probability 1/2 at the start, the
         smallest with probability 1/100 at the end.
     acceptance ["metropolis"]

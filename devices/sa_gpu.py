@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from kpp_sdk.annealing import ACCEPTANCES, check_initial_states, make_schedule, seed_streams
 from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
 from kpp_sdk.errors import InvalidOptionError, MissingDependencyError
 from kpp_sdk.problem import IsingProblem
 
 from . import _sa_array
+from .annealing import ACCEPTANCES, check_initial_states, make_schedule, seed_streams
 
 __all__ = ["CudaUnavailableError", "SimulatedAnnealingGPU", "require_cuda"]
 
@@ -61,8 +61,8 @@ class SimulatedAnnealingGPU(Device):
     ------------------------------
     num_sweeps [1000], beta_schedule ["geometric"], beta_range [None], acceptance ["metropolis"],
     mode ["anneal"], beta [None], initial_states [None]
-        As for ``sa.cpu`` (defined by :func:`kpp_sdk.annealing.make_schedule` and
-        :func:`kpp_sdk.annealing.default_beta_range`).
+        As for ``sa.cpu`` (defined by :func:`kpp_sdk.devices.annealing.make_schedule` and
+        :func:`kpp_sdk.devices.annealing.default_beta_range`).
     backend ["cupy"]
         ``"cupy"``: run on the GPU (needs ``pip install 'kpp-sdk[gpu]'`` and a CUDA device).
         ``"numpy"``: run the same array code on the CPU with NumPy. That is the reference

@@ -45,6 +45,10 @@ from .sampleset import SampleSet
 
 __version__ = "0.1.0"
 
+from . import _moved
+
+_moved.install()  # old module paths of the layout pass (one release)
+
 __all__ = [
     "Device", "DeviceProperties", "RunContext", "RunResult",
     "Job", "JobStatus", "wait", "as_completed",

@@ -23,10 +23,10 @@ EXIT_USAGE = 2
 #: Modules that add sub-commands: each has ``add_parser(subparsers)`` and imports nothing heavy
 #: (torch, fastapi) at module level, so ``kpp --version`` stays fast.
 PLUGIN_COMMANDS = (
-    "kpp_sdk.cloud.cli",       # kpp serve
-    "kpp_sdk.train_cli",       # kpp train
-    "kpp_sdk.emulator_cli",    # kpp emulate
-    "kpp_sdk.bench_cli",       # kpp bench
+    "kpp_sdk.cloud.cli",        # kpp serve
+    "kpp_sdk.models.cli",       # kpp train
+    "kpp_sdk.validation.cli",   # kpp emulate
+    "kpp_sdk.bench.cli",        # kpp bench
 )
 
 

@@ -48,7 +48,7 @@ class InlineExecutor(cf.Executor):
 
     A caller that waits for every job at once (a training loop, a batch selector) gains nothing
     from a worker thread but the hand-offs; pass ``executor=InlineExecutor()`` to
-    :meth:`Device.submit`. :class:`~kpp_sdk.torch_bridge.BoltzmannSampler` and
+    :meth:`Device.submit`. :class:`~kpp_sdk.models.samplers.BoltzmannSampler` and
     :func:`~kpp_sdk.selection.solve_selection` do so for local devices."""
 
     def submit(self, fn, /, *args, **kwargs):

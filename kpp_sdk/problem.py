@@ -381,11 +381,25 @@ class IsingProblem:
         return cls(J, h, offset - float(d.sum()))
 
     @staticmethod
-    def spins_from_kaiwu(spins_with_ancilla: Any) -> np.ndarray:
-        """Gauge-fix hardware output: flip rows whose ancilla (last column) is -1, drop it."""
-        s = np.asarray(spins_with_ancilla, dtype=np.int8)
+    def spins_from_kaiwu(spins_with_ancilla: Any, n: int | None = None) -> np.ndarray:
+        """The one Kaiwu gauge fix: ``(k, n+1)`` rows whose last column is the ancilla ->
+        ``(k, n)`` int8 spins.
+
+        The Kaiwu energy ``-[s, a]^T M [s, a]`` is unchanged by flipping every spin, ancilla
+        included, so each row is multiplied by its ancilla (``a = +1`` afterwards) and the
+        ancilla is dropped. ``n`` (optional) is the expected number of spins. Raises
+        :class:`InvalidSpinsError` for another shape, no rows, or values other than -1 and +1.
+        """
+        s = np.asarray(spins_with_ancilla)
         if s.ndim == 1:
             s = s[None, :]
+        want = "(k, n+1)" if n is None else f"(k, {n + 1})"
+        if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] < 2 or (n is not None and s.shape[1] != n + 1):
+            raise InvalidSpinsError(
+                f"Kaiwu output must be spins of shape {want} (n spins + the ancilla) with k >= 1, "
+                f"got shape {np.shape(spins_with_ancilla)}")
+        if np.any((s != 1) & (s != -1)):
+            raise InvalidSpinsError("Kaiwu output holds values other than -1 and +1")
         return (s[:, :-1] * s[:, -1:]).astype(np.int8)
 
     @classmethod

@@ -16,7 +16,7 @@ Conventions (stated once here, referenced everywhere in ``kpp_sdk.models``)
   ``model.to_ising().energy(2x - 1) == model.energy(x)`` exactly, offset included: samples of
   the Ising problem at inverse temperature 1 are samples of the model.
 
-Sampling lives elsewhere (:mod:`kpp_sdk.torch_bridge`): a model only defines energies and the
+Sampling lives elsewhere (:mod:`kpp_sdk.models.samplers`): a model only defines energies and the
 conditional distributions that Gibbs-type samplers need. ``forward`` never calls a device.
 """
 
@@ -304,18 +304,20 @@ class AbstractBoltzmannMachine(nn.Module, abc.ABC):
     def sample(self, sampler: Any = None, num_samples: int | None = None) -> torch.Tensor:
         """Samples of the model as states in {0, 1}, on the model's torch device.
 
-        ``sampler`` is a :class:`kpp_sdk.torch_bridge.ModelSampler` (a
-        :class:`~kpp_sdk.torch_bridge.BoltzmannSampler`, CD or PCD), a
+        ``sampler`` is a :class:`kpp_sdk.models.samplers.ModelSampler` (a
+        :class:`~kpp_sdk.models.samplers.BoltzmannSampler`, CD or PCD), a
         :class:`kpp_sdk.Device`, a device name, or a Kaiwu optimizer (an object with
         ``solve(ising_matrix)``, used as kaiwu-torch-plugin used it: raw solver output, no
         temperature correction). None uses ``sa.cpu`` in Boltzmann sampling mode.
         """
+        from kpp_sdk.models.samplers import ModelSampler, as_sampler
+
         from kpp_sdk.device import Device
-        from kpp_sdk.torch_bridge import ModelSampler, as_sampler, kaiwu_solution_to_spins
+        from kpp_sdk.problem import IsingProblem
 
         if (sampler is not None and not isinstance(sampler, (ModelSampler, Device, str))
                 and callable(getattr(sampler, "solve", None))):
-            spins = kaiwu_solution_to_spins(sampler.solve(self.get_ising_matrix()), self.num_spins)
+            spins = IsingProblem.spins_from_kaiwu(sampler.solve(self.get_ising_matrix()), self.num_spins)
             return self.states_from_spins(spins)
         return as_sampler("sa.cpu" if sampler is None else sampler).sample(self, num_samples)
 

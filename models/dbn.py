@@ -20,7 +20,7 @@ class DeepBeliefNetwork(nn.Module):
     below (:func:`kpp_sdk.models.fit_dbn`).
 
     As a generative model the top RBM is an undirected prior (sampled by any
-    :class:`~kpp_sdk.torch_bridge.ModelSampler`, e.g. on an Ising machine) and the layers below
+    :class:`~kpp_sdk.models.samplers.ModelSampler`, e.g. on an Ising machine) and the layers below
     are directed sigmoid belief nets ``p(h_{l-1} | h_l)`` using the RBMs' weights
     (:meth:`generate`). As a feature extractor the up-pass gives ``p(h_l = 1 | h_{l-1})``
     layer by layer (:meth:`transform`), and :meth:`classifier` turns the stack into a
@@ -105,7 +105,7 @@ class DeepBeliefNetwork(nn.Module):
         ``p(h_{l-1} | h_l)``. ``probabilities`` are ``p(v = 1 | h_1)`` of the last step (smoother
         pictures than the binary samples).
         """
-        from kpp_sdk.torch_bridge import as_sampler
+        from kpp_sdk.models.samplers import as_sampler
 
         top = self.rbms[-1]
         states = as_sampler("sa.cpu" if sampler is None else sampler).sample(top, num_samples)

@@ -6,7 +6,7 @@ names (``quadratic_coef``, ``linear_bias``) and the methods ``forward`` (energy)
 ``get_ising_matrix`` (the Kaiwu ancilla matrix), ``objective(s_positive, s_negative)`` and
 ``sample(sampler)`` keep their meaning. Wherever the plugin took a Kaiwu optimizer
 (``solve(ising_matrix)``), these classes take one too, or a kpp Device, a device name, or a
-:class:`~kpp_sdk.torch_bridge.ModelSampler`. See ``docs/migrating-from-kaiwu.md``.
+:class:`~kpp_sdk.models.samplers.ModelSampler`. See ``docs/migrating-from-kaiwu.md``.
 
 Differences, on purpose: the default torch device is the CPU (the plugin picked CUDA when
 present), and units are {0, 1} throughout, as they are in the plugin's energies.
@@ -31,8 +31,9 @@ __all__ = ["AbstractBoltzmannMachine", "BoltzmannMachine", "RestrictedBoltzmannM
 
 
 def _is_kaiwu_optimizer(obj: Any) -> bool:
+    from kpp_sdk.models.samplers import ModelSampler
+
     from kpp_sdk.device import Device
-    from kpp_sdk.torch_bridge import ModelSampler
 
     return (not isinstance(obj, (ModelSampler, Device, str))
             and callable(getattr(obj, "solve", None)))
@@ -73,7 +74,9 @@ class BoltzmannMachine(_BoltzmannMachine):
         """Samples of the other units given ``s_visible`` (full states). A Kaiwu optimizer solves
         one problem per row and every returned row is kept (the plugin's behaviour); a Device or
         sampler draws clamped samples of all rows in one job."""
-        from kpp_sdk.torch_bridge import as_sampler, kaiwu_solution_to_spins
+        from kpp_sdk.models.samplers import as_sampler
+
+        from kpp_sdk.problem import IsingProblem
 
         v = torch.as_tensor(s_visible, device=self.device, dtype=self.dtype)
         if v.ndim == 1:
@@ -82,7 +85,7 @@ class BoltzmannMachine(_BoltzmannMachine):
             parts = []
             for i in range(v.shape[0]):
                 problem = self.clamped_ising(v[i:i + 1])
-                spins = kaiwu_solution_to_spins(sampler.solve(problem.to_kaiwu()), problem.n)
+                spins = IsingProblem.spins_from_kaiwu(sampler.solve(problem.to_kaiwu()), problem.n)
                 parts.append(self.states_from_clamped_spins(v[i:i + 1], spins))
             return torch.cat(parts).to(dtype)
         return as_sampler(sampler).clamped(self, v).to(dtype)

@@ -25,7 +25,7 @@ The model (one cell = one row of counts ``x``, with a batch index ``s``)
   zero diagonal, ``E_q[E(z)] = E(q)`` (the energy evaluated at the probabilities) — the positive
   phase, averaged over the posterior analytically. ``log Z`` depends on the prior only; its gradient
   ``-E_p[dE/dtheta]`` is the negative phase, estimated with samples of the prior drawn on a Device
-  (:class:`~kpp_sdk.torch_bridge.BoltzmannSampler`). :meth:`QBMVAE.loss` therefore uses the
+  (:class:`~kpp_sdk.models.samplers.BoltzmannSampler`). :meth:`QBMVAE.loss` therefore uses the
   surrogate ``E_q[log q] + E(q) - mean_k E(z_k)`` (``z_k`` the device samples, detached), whose
   value is ``KL - log Z`` plus sampling noise and whose gradient is the KL gradient.
 * **Decoder** (as scVI's): ``[zeta, onehot(s)] -> softmax`` over genes, times the cell's observed

@@ -7,7 +7,7 @@ A generator ``G`` maps a latent code ``z`` to an image; a discriminator ``D`` sc
 
 * :class:`BoltzmannPrior`: binary ``z`` = the visible units of a Boltzmann machine
   (:class:`~kpp_sdk.models.RestrictedBoltzmannMachine` by default), drawn by a
-  :class:`~kpp_sdk.torch_bridge.BoltzmannSampler` on any Device (persistent chains on devices with
+  :class:`~kpp_sdk.models.samplers.BoltzmannSampler` on any Device (persistent chains on devices with
   a Boltzmann sampling mode). The prior is trained jointly with the GAN.
 * :class:`BernoulliPrior`: independent fair bits (the same binary code, untrained);
 * :class:`GaussianPrior`: ``N(0, I)``.
@@ -60,7 +60,7 @@ PRIORS = ("boltzmann", "bernoulli", "gaussian")
 
 def load_digits_grayscale(*, test_fraction: float = 0.2, seed: int = 0):
     """scikit-learn's 8x8 digits as grayscale in ``[0, 1]`` (pixel / 16), split at random as
-    :func:`kpp_sdk.datasets.load_digits` splits them (same ``seed``, same rows): returns
+    :func:`kpp_sdk.models.datasets.load_digits` splits them (same ``seed``, same rows): returns
     ``(train, test, train_labels, test_labels)``, float32 and int64 arrays."""
     try:
         from sklearn.datasets import load_digits
@@ -124,8 +124,8 @@ class BoltzmannPrior(nn.Module):
         Its visible units are the code (``latent_dim = model.num_visible``); it needs a free
         energy (RBM, or BM with at most 24 hidden units).
     sampler : ModelSampler, Device or device name
-        Draws the codes (:func:`kpp_sdk.torch_bridge.as_sampler`); a
-        :class:`~kpp_sdk.torch_bridge.BoltzmannSampler` runs the device. Each draw is one
+        Draws the codes (:func:`kpp_sdk.models.samplers.as_sampler`); a
+        :class:`~kpp_sdk.models.samplers.BoltzmannSampler` runs the device. Each draw is one
         ``negative`` phase, so the number of codes per draw is the sampler's ``num_reads``
         (persistent chains keep mixing across draws).
     """
@@ -134,7 +134,7 @@ class BoltzmannPrior(nn.Module):
 
     def __init__(self, model: AbstractBoltzmannMachine, sampler: Any):
         super().__init__()
-        from kpp_sdk.torch_bridge import as_sampler
+        from kpp_sdk.models.samplers import as_sampler
 
         if not isinstance(model, AbstractBoltzmannMachine):
             raise InvalidDataError(
@@ -187,7 +187,7 @@ def make_prior(kind: str, latent_dim: int, *, sampler: Any = None, num_hidden: i
         return BernoulliPrior(latent_dim)
     if kind == "boltzmann":
         if sampler is None:
-            from kpp_sdk.torch_bridge import BoltzmannSampler
+            from kpp_sdk.models.samplers import BoltzmannSampler
 
             sampler = BoltzmannSampler("sa.cpu", num_reads=64, num_sweeps=2, seed=0)
         rbm = RestrictedBoltzmannMachine(latent_dim, num_hidden, generator=generator)

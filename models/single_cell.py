@@ -194,7 +194,7 @@ def load_single_cell_dataset(name: str, *, root: str | os.PathLike | None = None
         f = r / "single-cell" / f"{name}.h5ad"
         if f.is_file():
             return _anndata().read_h5ad(f)
-    from kpp_sdk.datasets import DatasetNotAvailableError
+    from kpp_sdk.models.datasets import DatasetNotAvailableError
 
     raise DatasetNotAvailableError(
         f"no single-cell data set {name!r}; available here: {list_single_cell_datasets(root)}. "
@@ -251,7 +251,7 @@ class SingleCellVAE:
         trained with ``sampler``'s negative phase); ``"gaussian"``: :class:`GaussianVAE`.
     sampler : ModelSampler, Device or device name, default ``"sa.cpu"``
         Draws the prior's negative phase once per training step
-        (:func:`kpp_sdk.torch_bridge.as_sampler`); e.g. ``BoltzmannSampler("cim.emulator",
+        (:func:`kpp_sdk.models.samplers.as_sampler`); e.g. ``BoltzmannSampler("cim.emulator",
         num_reads=128)``. Ignored for the Gaussian prior.
     beta, n_hidden, n_layers, dropout, likelihood
         Passed to the model (:class:`~kpp_sdk.models.QBMVAE`).
@@ -278,7 +278,7 @@ class SingleCellVAE:
         self.seed = int(seed)
         self.sampler = None
         if prior == "boltzmann":
-            from kpp_sdk.torch_bridge import as_sampler
+            from kpp_sdk.models.samplers import as_sampler
 
             self.sampler = as_sampler(sampler)
         self.module: QBMVAE | GaussianVAE | None = None

@@ -49,7 +49,7 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
 
     ``data``: ``(num_examples, num_visible)``, checked as a whole before the first step
     (:class:`InvalidDataError` for values outside {0, 1} on binary units). ``sampler``: a
-    :class:`~kpp_sdk.torch_bridge.ModelSampler`, Device, device name or Kaiwu optimizer; checked
+    :class:`~kpp_sdk.models.samplers.ModelSampler`, Device, device name or Kaiwu optimizer; checked
     against the model before the first step (a device too small raises
     :class:`~kpp_sdk.ProblemTooLargeError`). ``optimizer`` defaults to :func:`make_optimizer`.
     ``seed`` fixes the order of the batches. ``callback(epoch, model, stats)`` runs after each
@@ -60,7 +60,7 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
     (training only, callback excluded), ``sampler`` (the sampler's ``last`` report) and what the
     callback added.
     """
-    from kpp_sdk.torch_bridge import as_sampler
+    from kpp_sdk.models.samplers import as_sampler
 
     if epochs < 0 or batch_size < 1:
         raise InvalidDataError(
@@ -119,8 +119,9 @@ def fit_dbn(dbn: DeepBeliefNetwork, data: Any, sampler: Any, *, epochs: int = 10
     ``layer_index -> sampler``; every layer is checked against its sampler before any training.
     ``callback(layer, epoch, rbm, stats)``. Returns one history per layer.
     """
+    from kpp_sdk.models.samplers import ModelSampler, as_sampler
+
     from kpp_sdk.device import Device
-    from kpp_sdk.torch_bridge import ModelSampler, as_sampler
 
     data = dbn.check_visible(data)
     per_layer = (callable(sampler) and not isinstance(sampler, (ModelSampler, Device, str))

@@ -10,7 +10,7 @@ import pytest
 
 import kpp_sdk
 from kpp_sdk import IsingProblem
-from kpp_sdk import benchmarking as bm
+from kpp_sdk.bench import suite as bm
 from kpp_sdk.cli import main
 from kpp_sdk.errors import InvalidOptionError
 from kpp_sdk.exact import ground_state

@@ -101,9 +101,8 @@ def test_a_worker_killed_mid_batch_loses_no_job(client):
 def test_rbm_training_sampled_on_dask_equals_the_local_training(client):
     import torch
     from kpp_sdk.models import RestrictedBoltzmannMachine, fit
-
-    from kpp_sdk.datasets import load_bars_and_stripes
-    from kpp_sdk.torch_bridge import BoltzmannSampler
+    from kpp_sdk.models.datasets import load_bars_and_stripes
+    from kpp_sdk.models.samplers import BoltzmannSampler
 
     data = load_bars_and_stripes(3, 3).train
     threads = torch.get_num_threads()

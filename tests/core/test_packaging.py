@@ -1,7 +1,8 @@
 """Every package folder is listed in pyproject, so a regular (non-editable) wheel ships it."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,12 +6,11 @@ import os
 
 import numpy as np
 import pytest
+from kpp_sdk.devices.cim_emulator import CIMEmulator, estimate_beta
 
 import kpp_sdk
 from kpp_sdk import InvalidOptionError, IsingProblem, ProblemTooLargeError, UnknownOptionError
-from kpp_sdk import emulator as emu
 from kpp_sdk.cli import main
-from kpp_sdk.devices.cim_emulator import CIMEmulator, estimate_beta
 from kpp_sdk.exact import ground_state
 from kpp_sdk.instances import ground_energy, load_instance
 from kpp_sdk.testing import DeviceConformance

@@ -5,7 +5,12 @@ import pytest
 
 import kpp_sdk
 from kpp_sdk import InvalidOptionError, IsingProblem
-from kpp_sdk.exact import boltzmann_distribution, empirical_distribution, ground_state, total_variation
+from kpp_sdk.exact import (
+    boltzmann_distribution,
+    empirical_distribution,
+    ground_state,
+    total_variation,
+)
 from kpp_sdk.instances import ground_energy, load_instance
 from kpp_sdk.testing import DeviceConformance
 
@@ -95,7 +100,7 @@ def test_bad_option_values_are_rejected_at_submit(sa, options, msg):
 
 
 def test_default_beta_range_rule():
-    from kpp_sdk.annealing import default_beta_range
+    from kpp_sdk.devices.annealing import default_beta_range
 
     p = IsingProblem(np.array([[0, 2.0, 0], [2.0, 0, -0.5], [0, -0.5, 0]]), [1.0, 0, 0])
     hot, cold = default_beta_range(p)

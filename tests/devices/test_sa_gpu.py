@@ -10,12 +10,12 @@ import types
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from kpp_sdk.devices import _sa_array, _sa_cuda
+from kpp_sdk.devices.annealing import make_schedule, seed_streams
+from kpp_sdk.devices.sa_gpu import CudaUnavailableError, SimulatedAnnealingGPU, require_cuda
 
 import kpp_sdk
 from kpp_sdk import InvalidOptionError, IsingProblem, MissingDependencyError
-from kpp_sdk.annealing import make_schedule, seed_streams
-from kpp_sdk.devices import _sa_array, _sa_cuda
-from kpp_sdk.devices.sa_gpu import CudaUnavailableError, SimulatedAnnealingGPU, require_cuda
 from kpp_sdk.exact import (
     boltzmann_distribution,
     empirical_distribution,

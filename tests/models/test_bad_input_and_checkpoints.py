@@ -18,9 +18,9 @@ from kpp_sdk.models import (
     load_checkpoint,
     save_checkpoint,
 )
+from kpp_sdk.models.samplers import BoltzmannSampler, ModelSampler
 
 from kpp_sdk import Device, DeviceProperties, KppError, ProblemTooLargeError, RunResult
-from kpp_sdk.torch_bridge import BoltzmannSampler, ModelSampler
 
 
 class CountingSampler(ModelSampler):

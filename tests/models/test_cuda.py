@@ -11,9 +11,8 @@ from kpp_sdk.models import (
     exact_log_partition,
     fit,
 )
-
-from kpp_sdk.datasets import load_bars_and_stripes
-from kpp_sdk.torch_bridge import BoltzmannSampler, PersistentContrastiveDivergence
+from kpp_sdk.models.datasets import load_bars_and_stripes
+from kpp_sdk.models.samplers import BoltzmannSampler, PersistentContrastiveDivergence
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -4,8 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
-
-from kpp_sdk.datasets import (
+from kpp_sdk.models.datasets import (
     DatasetNotAvailableError,
     bars_and_stripes,
     load_dataset,

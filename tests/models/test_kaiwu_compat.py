@@ -3,17 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from kpp_sdk.models.datasets import load_bars_and_stripes
 from kpp_sdk.models.kaiwu_compat import (
     AbstractBoltzmannMachine,
     BoltzmannMachine,
     RestrictedBoltzmannMachine,
     UnsupervisedDBN,
 )
+from kpp_sdk.models.samplers import ContrastiveDivergence
 from torch.optim import SGD
 
 import kpp_sdk
-from kpp_sdk.datasets import load_bars_and_stripes
-from kpp_sdk.torch_bridge import ContrastiveDivergence, DeviceOptimizer
+from kpp_sdk.interop.kaiwu import DeviceOptimizer
 
 
 def _optimizer():

@@ -14,14 +14,14 @@ from kpp_sdk.models import (
     fit,
     fit_dbn,
 )
-
-import kpp_sdk
-from kpp_sdk.datasets import load_bars_and_stripes, load_dataset
-from kpp_sdk.torch_bridge import (
+from kpp_sdk.models.datasets import load_bars_and_stripes, load_dataset
+from kpp_sdk.models.samplers import (
     BoltzmannSampler,
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
 )
+
+import kpp_sdk
 
 BAS = load_bars_and_stripes(3, 3)
 EPOCHS, LR = 500, 0.2  # full-batch epochs (14 patterns), one SGD step each

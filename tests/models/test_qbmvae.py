@@ -26,8 +26,7 @@ from kpp_sdk.models.qbmvae import (
     spike_exp_relaxation,
     zinb_log_likelihood,
 )
-
-from kpp_sdk.torch_bridge import BoltzmannSampler
+from kpp_sdk.models.samplers import BoltzmannSampler
 
 BETA = 0.5
 

@@ -30,9 +30,8 @@ def _adata(n_cells=60, n_genes=20, seed=0):
 
 
 def _model(**kw):
+    from kpp_sdk.models.samplers import BoltzmannSampler
     from kpp_sdk.models.single_cell import SingleCellVAE
-
-    from kpp_sdk.torch_bridge import BoltzmannSampler
 
     kw.setdefault("sampler", BoltzmannSampler("sa.cpu", num_reads=16, num_sweeps=1, seed=0))
     return SingleCellVAE(4, n_hidden=16, seed=0, **kw)

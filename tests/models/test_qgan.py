@@ -22,9 +22,10 @@ from kpp_sdk.models.sample_quality import (
     nearest_neighbour_distances,
     sample_quality,
 )
+from kpp_sdk.models.samplers import BoltzmannSampler, ExactSampler
 
 from kpp_sdk import ProblemTooLargeError
-from kpp_sdk.torch_bridge import BoltzmannSampler, ExactSampler, KaiwuOptimizerDevice
+from kpp_sdk.interop.kaiwu import KaiwuOptimizerDevice
 
 pytest.importorskip("sklearn")
 

@@ -10,23 +10,22 @@ from kpp_sdk.models import (
     RestrictedBoltzmannMachine,
     exact_model_distribution,
 )
+from kpp_sdk.models.samplers import (
+    BoltzmannSampler,
+    ContrastiveDivergence,
+    ExactSampler,
+    PersistentContrastiveDivergence,
+    pseudo_likelihood_beta,
+    supports_boltzmann_sampling,
+)
 
 import kpp_sdk
 from kpp_sdk import Device, DeviceProperties, IsingProblem, RunResult
 from kpp_sdk.errors import InvalidOptionError, ProblemTooLargeError, UnknownOptionError
 from kpp_sdk.exact import all_states, boltzmann_distribution
+from kpp_sdk.interop import as_device
+from kpp_sdk.interop.kaiwu import DeviceOptimizer, KaiwuOptimizerDevice
 from kpp_sdk.testing import DeviceConformance
-from kpp_sdk.torch_bridge import (
-    BoltzmannSampler,
-    ContrastiveDivergence,
-    DeviceOptimizer,
-    ExactSampler,
-    KaiwuOptimizerDevice,
-    PersistentContrastiveDivergence,
-    as_device,
-    estimate_beta,
-    supports_boltzmann_sampling,
-)
 
 
 def _g(seed):
@@ -81,26 +80,26 @@ class HiddenTemperatureDevice(Device):
 
 
 @pytest.mark.parametrize("beta", [0.3, 1.0, 2.5])
-def test_estimate_beta_is_exact_on_the_exact_distribution(beta):
+def test_pseudo_likelihood_beta_is_exact_on_the_exact_distribution(beta):
     """Weighting every state by its probability, the pseudo-likelihood maximum is beta itself."""
     problem = IsingProblem.random_sk(10, seed=3, fields=True)
     p = boltzmann_distribution(problem, beta)
-    assert estimate_beta(problem, all_states(10), p * 1e6) == pytest.approx(beta, rel=1e-8)
+    assert pseudo_likelihood_beta(problem, all_states(10), p * 1e6) == pytest.approx(beta, rel=1e-8)
 
 
 @pytest.mark.parametrize("beta", [0.3, 1.0])
-def test_estimate_beta_recovers_the_temperature_of_exact_boltzmann_samples(beta):
+def test_pseudo_likelihood_beta_recovers_the_temperature_of_exact_boltzmann_samples(beta):
     problem = IsingProblem.random_sk(10, seed=3, fields=True)
     p = boltzmann_distribution(problem, beta)
     idx = np.random.default_rng(0).choice(p.size, size=4000, p=p)
-    assert estimate_beta(problem, all_states(10)[idx]) == pytest.approx(beta, rel=0.05)
+    assert pseudo_likelihood_beta(problem, all_states(10)[idx]) == pytest.approx(beta, rel=0.05)
 
 
-def test_estimate_beta_saturates_for_local_minima_and_is_zero_for_uphill_states():
+def test_pseudo_likelihood_beta_saturates_for_local_minima_and_is_zero_for_uphill_states():
     problem = IsingProblem(np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros(2))
     aligned = np.array([[1, 1], [-1, -1]], dtype=np.int8)
-    assert estimate_beta(problem, aligned, beta_max=50.0) == 50.0
-    assert estimate_beta(problem, -aligned * np.array([1, -1], dtype=np.int8)) == 0.0
+    assert pseudo_likelihood_beta(problem, aligned, beta_max=50.0) == 50.0
+    assert pseudo_likelihood_beta(problem, -aligned * np.array([1, -1], dtype=np.int8)) == 0.0
 
 
 # --- device sampling against exact distributions -------------------------------------------------
@@ -318,9 +317,8 @@ def test_thermostat_turns_the_emulator_knob_until_samples_are_at_beta_one():
     """cim.emulator normalises its couplings, so rescaling cannot set its temperature; the sampler
     turns its temperature knob instead, and the estimated beta of the samples moves towards 1."""
     import numpy as np
-
     from kpp_sdk.models import RestrictedBoltzmannMachine
-    from kpp_sdk.torch_bridge import BoltzmannSampler
+    from kpp_sdk.models.samplers import BoltzmannSampler
 
     rbm = RestrictedBoltzmannMachine(9, 6, init_std=0.5, generator=torch.Generator().manual_seed(0))
     s = BoltzmannSampler("cim.emulator", num_reads=100, seed=0, round_trips=200)

@@ -132,7 +132,7 @@ def test_unknown_device_dataset_and_bad_hidden_sizes_are_one_line_errors(tmp_pat
 
 
 def test_the_cli_module_does_not_import_torch_or_matplotlib():
-    code = ("import sys, kpp_sdk.cli, kpp_sdk.train_cli; kpp_sdk.cli.build_parser(); "
+    code = ("import sys, kpp_sdk.cli, kpp_sdk.models.cli; kpp_sdk.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"

@@ -8,7 +8,7 @@ Writes ``results.md`` (one table of solvers, one table per instance: best and me
 success probability per read, time to target, throughput, energy at a fixed time),
 ``energy_vs_time.png`` and ``results.json`` (every read's energy) into ``--out``. Devices that are
 not available and peers that are not installed keep their row, with the reason. The suite logic
-lives in :mod:`kpp_sdk.benchmarking`.
+lives in :mod:`kpp_sdk.bench.suite`.
 
 This module imports nothing heavy at import time.
 """
@@ -43,8 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import benchmarking as bm
-    from .errors import InvalidOptionError
+    from ..errors import InvalidOptionError
+    from . import suite as bm
 
     if args.threads is not None and args.threads < 1:
         raise InvalidOptionError(f"--threads must be >= 1, got {args.threads}")

@@ -1,6 +1,6 @@
 """Every registered device against the peers that install from PyPI, on the same instances.
 
-``kpp bench --suite quick|full --out DIR`` (:mod:`kpp_sdk.bench_cli`) runs :func:`run_suite` and
+``kpp bench --suite quick|full --out DIR`` (:mod:`kpp_sdk.bench.cli`) runs :func:`run_suite` and
 writes ``DIR/results.md`` (the tables), ``DIR/energy_vs_time.png`` (energy versus wall time per
 solver and instance) and ``DIR/results.json`` (every run's energies, to recompute any metric).
 
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import InvalidOptionError, MissingDependencyError
-from .problem import IsingProblem
+from ..errors import InvalidOptionError, MissingDependencyError
+from ..problem import IsingProblem
 
 __all__ = [
     "SUITES",
@@ -112,7 +112,7 @@ def random_regular_maxcut(n: int, degree: int = 3, seed: int = 0) -> IsingProble
 
 
 def _gset(name: str) -> Instance:
-    from .instances import GSET_BEST_CUTS, load_instance
+    from ..instances import GSET_BEST_CUTS, load_instance
 
     p = load_instance(name)
     W = -p.sparse_J()
@@ -123,7 +123,7 @@ def _gset(name: str) -> Instance:
 
 
 def _shipped(family: str, n: int, index: int) -> Instance:
-    from .instances import ground_energy, load_instance
+    from ..instances import ground_energy, load_instance
 
     what = {"SK1": "SK, couplings +-1", "MC50": "MAX-CUT, 50 % density"}[family]
     return Instance(f"{family} n={n} #{index}", load_instance(family, n, index),
@@ -183,7 +183,7 @@ def _device_solver(info: Any, threads: int, cloud: dict) -> Solver:
     name = info.name
     if not info.available:
         return Solver(name, "device", False, info.reason)
-    from .registry import get_device
+    from ..registry import get_device
 
     ladders = {
         "sa.cpu": ("sweeps", "num_sweeps", {"smoke": [20], "quick": [10, 100, 1000],
@@ -235,7 +235,7 @@ def _cloud_solver(info: Any, unit: str, option: str, efforts: dict, cloud: dict)
 
     def device():
         if "device" not in state:
-            from .cloud import LocalServer
+            from ..cloud import LocalServer
 
             server = LocalServer("cim.emulator", workers=1)
             server.start()
@@ -259,7 +259,7 @@ def _cloud_solver(info: Any, unit: str, option: str, efforts: dict, cloud: dict)
 
 
 def _kpp_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -424,7 +424,7 @@ def _torch_threads(threads: int):
 def available_solvers(*, threads: int | None = None, only: Sequence[str] | None = None
                       ) -> list[Solver]:
     """Every registered device (available or not, with the reason) and every peer."""
-    from .registry import list_devices
+    from ..registry import list_devices
 
     threads = threads or available_cores()
     cloud: dict = {}
@@ -538,7 +538,7 @@ def _seed(base: int, *parts: Any) -> int:
 
 
 def _energies(problem: IsingProblem, out: Any) -> tuple[np.ndarray, float | None]:
-    from .sampleset import SampleSet
+    from ..sampleset import SampleSet
 
     if isinstance(out, SampleSet):
         spins = np.repeat(out.spins, out.num_occurrences, axis=0)

@@ -34,144 +34,27 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from .device import Device, DeviceProperties, RunContext, RunResult
-from .errors import (
+from kpp_sdk.device import Device
+from kpp_sdk.errors import (
     InvalidOptionError,
-    InvalidSpinsError,
     KppError,
     MissingDependencyError,
     ProblemError,
     ProblemTooLargeError,
 )
-from .job import InlineExecutor
-from .problem import IsingProblem
+from kpp_sdk.interop import as_device
+from kpp_sdk.job import InlineExecutor
+from kpp_sdk.problem import IsingProblem
 
 try:
     import torch
 except ImportError:  # pragma: no cover - exercised only without torch
-    raise MissingDependencyError("torch", extra="models", feature="kpp_sdk.torch_bridge") from None
+    raise MissingDependencyError("torch", extra="models", feature="kpp_sdk.models.samplers") from None
 
 __all__ = [
     "ModelSampler", "BoltzmannSampler", "ContrastiveDivergence", "PersistentContrastiveDivergence",
-    "ExactSampler", "KaiwuOptimizerDevice", "DeviceOptimizer", "InlineExecutor", "as_device",
-    "as_sampler", "estimate_beta", "supports_boltzmann_sampling", "kaiwu_solution_to_spins",
+    "ExactSampler", "as_sampler", "pseudo_likelihood_beta", "supports_boltzmann_sampling",
 ]
-
-
-# --- executors, devices and Kaiwu optimizers ------------------------------------------------
-
-
-def kaiwu_solution_to_spins(solution: Any, n: int) -> np.ndarray:
-    """Spins ``(k, n)`` from a Kaiwu solver's ``(k, n+1)`` output (last column: the ancilla).
-
-    The Kaiwu energy ``-[s, a]^T M [s, a]`` is unchanged by flipping every spin, ancilla
-    included, so each row is multiplied by its ancilla to fix the gauge ``a = +1``."""
-    sol = np.asarray(solution)
-    if sol.ndim == 1:
-        sol = sol[None, :]
-    if sol.ndim != 2 or sol.shape[1] != n + 1 or sol.shape[0] == 0:
-        raise InvalidSpinsError(
-            f"a Kaiwu solver must return spins of shape (k, {n + 1}) (n spins + the ancilla) "
-            f"with k >= 1, got shape {sol.shape}")
-    if np.any((sol != 1) & (sol != -1)):
-        raise InvalidSpinsError("a Kaiwu solver returned values other than -1 and +1")
-    return (sol[:, :n] * sol[:, n:]).astype(np.int8)
-
-
-class KaiwuOptimizerDevice(Device):
-    """A Kaiwu-style optimizer (any object with ``solve(ising_matrix) -> spins``) as a Device.
-
-    ``solve`` receives :meth:`IsingProblem.to_kaiwu` (``H = -s^T M s`` with an ancilla spin) and
-    returns ``(k, n+1)`` spins; it is called until ``num_reads`` rows are gathered (the rest of
-    the last call is dropped), and the ancilla gauge is fixed (:func:`kaiwu_solution_to_spins`).
-
-    Kaiwu optimizers take no seed. With ``seed_numpy`` (default) NumPy's global legacy
-    generator is seeded with the job's seed around each job and restored afterwards, which makes
-    optimizers that draw from ``np.random`` reproducible.
-
-    Parameters
-    ----------
-    optimizer : object with ``solve(ising_matrix)``
-    max_spins : int, optional
-        The optimizer's size limit (e.g. 550 for QBoson's cloud CIM); default unlimited.
-    """
-
-    name = "kaiwu.optimizer"
-    DEFAULT_NUM_READS = 10
-    OPTIONS: dict = {}
-
-    def __init__(self, optimizer: Any, *, max_spins: int | None = None, seed_numpy: bool = True,
-                 **kwargs: Any):
-        if not callable(getattr(optimizer, "solve", None)):
-            raise InvalidOptionError(
-                f"expected a Kaiwu-style optimizer with a solve(ising_matrix) method, got "
-                f"{type(optimizer).__name__}")
-        self.optimizer = optimizer
-        self._max_spins = int(max_spins) if max_spins is not None else 1 << 20
-        self.seed_numpy = bool(seed_numpy)
-        super().__init__(**kwargs)
-
-    @property
-    def properties(self) -> DeviceProperties:
-        return DeviceProperties(max_spins=self._max_spins, supports_fields=True, is_remote=False,
-                                extra={"optimizer": type(self.optimizer).__name__})
-
-    def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
-             ctx: RunContext) -> RunResult:
-        M = problem.to_kaiwu()
-        saved = np.random.get_state() if self.seed_numpy else None
-        if self.seed_numpy:
-            np.random.seed(seed % (2**32))
-        try:
-            rows, total = [], 0
-            while total < num_reads:
-                ctx.raise_if_cancelled()
-                spins = kaiwu_solution_to_spins(self.optimizer.solve(M), problem.n)
-                rows.append(spins)
-                total += spins.shape[0]
-        finally:
-            if saved is not None:
-                np.random.set_state(saved)
-        return RunResult(spins=np.concatenate(rows)[:num_reads],
-                         info={"solve_calls": len(rows)})
-
-
-class DeviceOptimizer:
-    """The other direction: a Device behind Kaiwu's ``solve(ising_matrix)``, for code written
-    against Kaiwu optimizers. Returns ``(num_reads, n+1)`` int8 spins with the ancilla +1.
-
-    ``seed``: an int or Generator for the job seeds; None draws them from NumPy's global
-    generator (so :class:`KaiwuOptimizerDevice`'s seeding applies)."""
-
-    def __init__(self, device: Any, num_reads: int | None = None, *, seed: Any = None,
-                 **options: Any):
-        self.device = as_device(device)
-        self.num_reads = num_reads
-        self.options = options
-        self._rng = None if seed is None else np.random.default_rng(seed)
-
-    def solve(self, ising_matrix: Any) -> np.ndarray:
-        problem = IsingProblem.from_kaiwu(ising_matrix)
-        seed = (int(self._rng.integers(2**63 - 1)) if self._rng is not None
-                else int(np.random.randint(0, 2**31 - 1)))
-        ss = self.device.sample(problem, num_reads=self.num_reads, seed=seed, **self.options)
-        spins = np.repeat(ss.spins, ss.num_occurrences, axis=0)
-        return np.concatenate([spins, np.ones((spins.shape[0], 1), dtype=np.int8)], axis=1)
-
-
-def as_device(obj: Any) -> Device:
-    """A :class:`Device` from a Device, a registered device name, or a Kaiwu optimizer."""
-    if isinstance(obj, Device):
-        return obj
-    if isinstance(obj, str):
-        from .registry import get_device
-
-        return get_device(obj)
-    if callable(getattr(obj, "solve", None)):
-        return KaiwuOptimizerDevice(obj)
-    raise InvalidOptionError(
-        f"expected a kpp_sdk Device, a device name (see `kpp devices`) or a Kaiwu optimizer with "
-        f"solve(ising_matrix), got {type(obj).__name__}")
 
 
 def supports_boltzmann_sampling(device: Device) -> bool:
@@ -190,7 +73,7 @@ def supports_boltzmann_sampling(device: Device) -> bool:
 # --- effective temperature ---------------------------------------------------------------------
 
 
-def estimate_beta(problem: IsingProblem, spins: Any, num_occurrences: Any = None, *,
+def pseudo_likelihood_beta(problem: IsingProblem, spins: Any, num_occurrences: Any = None, *,
                   beta_max: float = 1e3) -> float:
     """Maximum pseudo-likelihood estimate of the inverse temperature of samples.
 
@@ -403,7 +286,7 @@ class ExactSampler(ModelSampler):
         return model.rao_blackwellize(self.sample(model, self.num_samples))
 
     def sample(self, model, num_samples=None) -> torch.Tensor:
-        from .exact import all_states, boltzmann_distribution
+        from kpp_sdk.exact import all_states, boltzmann_distribution
 
         n = self.num_samples if num_samples is None else _positive_int(num_samples, "num_samples")
         problem = model.to_ising()
@@ -412,7 +295,7 @@ class ExactSampler(ModelSampler):
         return model.states_from_spins(all_states(problem.n)[idx], self.generator(model.device))
 
     def clamped(self, model, visible):
-        from .exact import all_states
+        from kpp_sdk.exact import all_states
 
         problem = model.clamped_ising(visible)
         B, H = visible.shape[0], problem.n // visible.shape[0]
@@ -442,7 +325,7 @@ class BoltzmannSampler(ModelSampler):
         In ``mode="sample"`` the device is told this beta, so the correction is exact; default
         1.0. In ``mode="anneal"`` it is the device's effective temperature: a number measured
         beforehand, or ``"estimate"`` (the default there): after every job the pseudo-likelihood
-        estimate (:func:`estimate_beta`) of the samples' temperature under the model updates the
+        estimate (:func:`pseudo_likelihood_beta`) of the samples' temperature under the model updates the
         running beta (geometric average with weight ``adapt_rate``), and, with ``reweight``, the
         samples are importance-resampled with weights ``exp((beta_hat - 1) E(s))`` so that they
         follow the model now even where rescaling cannot help (devices that normalise every
@@ -627,7 +510,7 @@ class BoltzmannSampler(ModelSampler):
                 "beta": self.beta, "device_s": ss.timing.get("device_s", 0.0),
                 "run_s": ss.timing.get("run_s", 0.0), "num_samples": int(spins.shape[0])}
         if self.estimate:
-            beta_hat = estimate_beta(problem, spins, beta_max=self.beta_bounds[1])
+            beta_hat = pseudo_likelihood_beta(problem, spins, beta_max=self.beta_bounds[1])
             info["beta_hat"] = beta_hat
             if beta_hat > 0 and self.thermostat:
                 info["temperature"] = self.knob

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import KppError, MissingDependencyError
+from kpp_sdk.errors import KppError, MissingDependencyError
 
 __all__ = ["BinaryDataset", "DatasetNotAvailableError", "load_dataset", "load_digits",
            "load_bars_and_stripes", "bars_and_stripes", "load_mnist", "read_idx", "DATASETS"]

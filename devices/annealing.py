@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidOptionError
-from .problem import IsingProblem
+from kpp_sdk.errors import InvalidOptionError
+from kpp_sdk.problem import IsingProblem
 
 __all__ = ["default_beta_range", "make_schedule", "seed_streams", "SCHEDULES", "ACCEPTANCES"]
 
@@ -48,7 +48,7 @@ def _beta_range(problem: IsingProblem) -> tuple[float, float]:
         dmax = float(2.0 * (rows + np.abs(problem.h)).max())
         nz_min = float(absJ.data.min()) if absJ.nnz else np.inf
     else:  # one compiled pass, no n x n temporaries (this runs on every submit)
-        from .devices._sa_kernels import dense_abs_stats
+        from ._sa_kernels import dense_abs_stats
 
         top, nz_min = dense_abs_stats(J, problem.h)
         dmax, nz_min = float(2.0 * top), float(nz_min)

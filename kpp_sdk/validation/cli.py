@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _check_out(path: str | None, suffixes: tuple[str, ...], what: str) -> None:
     from pathlib import Path
 
-    from .errors import InvalidOptionError
+    from ..errors import InvalidOptionError
 
     if path is None:
         return
@@ -57,14 +57,14 @@ def _check_out(path: str | None, suffixes: tuple[str, ...], what: str) -> None:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    from .io import atomic_write
-    from .problem import IsingProblem
-    from .registry import get_device
+    from ..io import atomic_write
+    from ..problem import IsingProblem
+    from ..registry import get_device
 
     _check_out(args.plot, (".png", ".pdf", ".svg"), "--plot")
     _check_out(args.out, (".json",), "--out")
     if args.top < 1:
-        from .errors import InvalidOptionError
+        from ..errors import InvalidOptionError
         raise InvalidOptionError(f"--top must be >= 1, got {args.top}")
     problem = IsingProblem.load(args.file)
     device = get_device("cim.emulator", profile=args.profile)
@@ -101,7 +101,7 @@ def plot_amplitudes(trace, problem, path: str, title: str = "") -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .io import atomic_write
+    from ..io import atomic_write
 
     k = np.asarray(trace.trajectory_round_trips)
     x = np.asarray(trace.trajectories)[:, 0, : problem.n]

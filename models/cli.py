@@ -124,7 +124,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _hidden_sizes(args: argparse.Namespace) -> list[int]:
-    from .errors import InvalidOptionError
+    from kpp_sdk.errors import InvalidOptionError
 
     text = args.hidden if args.hidden is not None else DEFAULT_HIDDEN[args.model]
     try:
@@ -152,7 +152,7 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from .errors import InvalidOptionError
+    from kpp_sdk.errors import InvalidOptionError
 
     for name in ("steps", "latent", "seq_len", "layers", "energy_steps", "reverse_steps",
                  "candidates", "eval_samples", "eval_sequences"):
@@ -188,7 +188,7 @@ def _beta(text: str | None) -> Any:
     try:
         return float(text)
     except ValueError:
-        from .errors import InvalidOptionError
+        from kpp_sdk.errors import InvalidOptionError
 
         raise InvalidOptionError(f"--beta must be a number or 'estimate', got {text!r}") from None
 
@@ -196,8 +196,9 @@ def _beta(text: str | None) -> Any:
 def _device_sampler(args, device, num_reads: int, *, sweeps: int, seed: int):
     """A BoltzmannSampler on ``device``; ``num_sweeps`` is set only for devices declaring it
     (capabilities, never names, decide)."""
-    from .cli import _parse_option
-    from .torch_bridge import BoltzmannSampler, supports_boltzmann_sampling
+    from kpp_sdk.cli import _parse_option
+
+    from .samplers import BoltzmannSampler, supports_boltzmann_sampling
 
     opts = dict(_parse_option(o) for o in args.option)
     sampling = args.mode == "sample" or (args.mode == "auto"
@@ -213,7 +214,7 @@ def _device_sampler(args, device, num_reads: int, *, sweeps: int, seed: int):
 
 
 def _sampler(args, device, num_reads: int):
-    from .torch_bridge import ContrastiveDivergence, PersistentContrastiveDivergence
+    from .samplers import ContrastiveDivergence, PersistentContrastiveDivergence
 
     if args.sampler == "cd":
         return ContrastiveDivergence(args.k, seed=args.seed)
@@ -223,7 +224,7 @@ def _sampler(args, device, num_reads: int):
 
 
 def _generation_sampler(args, device, training_sampler):
-    from .torch_bridge import BoltzmannSampler
+    from .samplers import BoltzmannSampler
 
     if not isinstance(training_sampler, BoltzmannSampler):
         return training_sampler
@@ -234,7 +235,7 @@ def _generation_sampler(args, device, training_sampler):
 
 
 def _evaluate(model, test, args) -> dict:
-    from .models import can_enumerate, log_likelihood
+    from . import can_enumerate, log_likelihood
 
     method = args.eval
     if method == "auto":
@@ -323,10 +324,11 @@ def _jsonable(x: Any) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .datasets import load_dataset
-    from .errors import InvalidOptionError
-    from .io import atomic_write
-    from .models import (
+    from kpp_sdk.errors import InvalidOptionError
+    from kpp_sdk.io import atomic_write
+    from kpp_sdk.registry import get_device
+
+    from . import (
         BoltzmannMachine,
         DeepBeliefNetwork,
         RestrictedBoltzmannMachine,
@@ -337,7 +339,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         make_optimizer,
         save_checkpoint,
     )
-    from .registry import get_device
+    from .datasets import load_dataset
 
     t_start = time.perf_counter()
     _resolve_defaults(args)
@@ -493,7 +495,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _setup_torch(args: argparse.Namespace):
     import torch
 
-    from .errors import InvalidOptionError
+    from kpp_sdk.errors import InvalidOptionError
 
     tdev = torch.device(args.torch_device)
     if tdev.type == "cuda" and not torch.cuda.is_available():
@@ -504,7 +506,7 @@ def _setup_torch(args: argparse.Namespace):
 
 
 def _write_log(out: Path, log: dict) -> None:
-    from .io import atomic_write
+    from kpp_sdk.io import atomic_write
 
     text = json.dumps(_jsonable(log), indent=2)
     atomic_write(out / "log.json", lambda f: f.write(text))
@@ -513,10 +515,11 @@ def _write_log(out: Path, log: dict) -> None:
 def _cmd_qgan(args: argparse.Namespace, t_start: float) -> int:
     import torch
 
-    from .errors import InvalidOptionError
-    from .models.qgan import QGAN, fit_qgan, load_digits_grayscale, make_prior
-    from .models.sample_quality import DigitClassifier, sample_quality
-    from .registry import get_device
+    from kpp_sdk.errors import InvalidOptionError
+    from kpp_sdk.registry import get_device
+
+    from .qgan import QGAN, fit_qgan, load_digits_grayscale, make_prior
+    from .sample_quality import DigitClassifier, sample_quality
 
     if args.dataset != "digits":
         raise InvalidOptionError(
@@ -573,7 +576,7 @@ def _cmd_qgan(args: argparse.Namespace, t_start: float) -> int:
 def _cmd_qdiffusion(args: argparse.Namespace, t_start: float) -> int:
     import torch
 
-    from .models.qdiffusion import (
+    from .qdiffusion import (
         QDiffusion,
         fit_diffusion,
         fit_energy,

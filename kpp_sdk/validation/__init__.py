@@ -1,0 +1,1 @@
+"""The CIM emulator side by side with what it emulates: ``kpp emulate`` (:mod:`.cli`)."""
