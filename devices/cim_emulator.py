@@ -276,19 +276,33 @@ def _top_k(problem: IsingProblem, spins: np.ndarray, k: int):
     return uniq[order], counts[order].astype(np.int64)
 
 
-def estimate_beta(sampleset, problem: IsingProblem, *, min_count: int = 5):
-    """The effective inverse temperature of ``sampleset`` drawn on ``problem`` (n <= 24).
+def estimate_beta(problem: IsingProblem, samples, *, min_count: int = 5):
+    """The effective inverse temperature of ``samples`` (a SampleSet, or an array of spins) drawn
+    on ``problem`` (n <= 24).
 
     Fits exp(-beta E) to the samples by moment matching (``beta_moment``: the mean energy of the
     samples equals the Boltzmann mean energy) and by maximum likelihood over the states seen at
     least ``min_count`` times (``beta_ml``), against the exact spectrum of ``problem``. Returns
     :class:`kpp_sdk.emulator.BetaEstimate`. Models use it to calibrate the emulator's temperature
-    (the ``temperature`` option moves it).
+    (the ``temperature`` option moves it). For larger problems use
+    :func:`kpp_sdk.models.samplers.pseudo_likelihood_beta` (any n, no enumeration).
     """
+    from kpp_sdk.sampleset import SampleSet
+
+    if isinstance(problem, SampleSet) and isinstance(samples, IsingProblem):
+        import warnings
+
+        warnings.warn("estimate_beta(sampleset, problem) is now estimate_beta(problem, samples); "
+                      "the old order goes away in the next release", DeprecationWarning,
+                      stacklevel=2)
+        problem, samples = samples, problem
     if problem.n > 24:
         raise ProblemError(f"estimate_beta enumerates all 2^n states; n = {problem.n} > 24 is too "
                            "large: estimate on a smaller problem of the same kind")
     J, h = _arrays(problem)
     J = J.toarray() if hasattr(J, "toarray") else J
-    spins = np.repeat(sampleset.spins, np.asarray(sampleset.num_occurrences, dtype=np.int64), axis=0)
+    if isinstance(samples, SampleSet):
+        spins = np.repeat(samples.spins, np.asarray(samples.num_occurrences, dtype=np.int64), axis=0)
+    else:
+        spins = problem.check_spins(samples)
     return emu.estimate_beta(spins=spins, J=J, h=h, min_count=min_count)

@@ -88,7 +88,7 @@ def test_temperature_knob_heats_the_samples():
     d = CIMEmulator()
     cold = d.sample(p, num_reads=600, seed=0, round_trips=300)
     hot = d.sample(p, num_reads=600, seed=0, round_trips=300, temperature=1.0)
-    b_cold, b_hot = estimate_beta(cold, p), estimate_beta(hot, p)
+    b_cold, b_hot = estimate_beta(p, cold), estimate_beta(p, hot)
     assert hot.energies.mean() > cold.energies.mean()
     assert b_hot.beta_moment < b_cold.beta_moment
     assert hot.info["sigma_add"] > cold.info["sigma_add"] and hot.info["p1"] < cold.info["p1"]
@@ -102,7 +102,7 @@ def test_estimate_beta_recovers_an_exact_boltzmann_sample():
     rng = np.random.default_rng(0)
     idx = rng.choice(len(probs), size=40_000, p=probs)
     ss = kpp_sdk.SampleSet(p, states[idx])
-    est = estimate_beta(ss, p)
+    est = estimate_beta(p, ss)
     assert est.beta_moment == pytest.approx(0.7, rel=0.05)
     assert est.beta_ml == pytest.approx(0.7, rel=0.05)
 
