@@ -1,23 +1,25 @@
-"""Inverse-temperature schedules shared by the annealers (``sa.cpu``, ``sa.gpu``)."""
+"""What the annealers (``sa.cpu``, ``sa.gpu``) share: their options (:data:`SA_OPTIONS`), the
+inverse-temperature schedules, the per-read random streams and the plan of one job
+(:class:`AnnealPlan`: schedule and starting states, built once when the job is validated)."""
 
 from __future__ import annotations
 
 import math
-import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kpp_sdk.errors import InvalidOptionError
+from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
-__all__ = ["default_beta_range", "make_schedule", "seed_streams", "SCHEDULES", "ACCEPTANCES"]
+__all__ = ["default_beta_range", "make_schedule", "seed_streams", "check_initial_states",
+           "check_mode", "AnnealPlan", "SA_OPTIONS", "SCHEDULES", "ACCEPTANCES", "MODES"]
 
 SCHEDULES = ("geometric", "linear")
 ACCEPTANCES = ("metropolis", "gibbs")
-
-
-_last_range: tuple = (None, None)  # (weakref to the last problem, its range): see below
+MODES = ("anneal", "sample")
 
 
 def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
@@ -28,19 +30,6 @@ def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
     smallest nonzero one, ``2 min(|J_ij|, |h_i| != 0)``, is accepted with probability 1/100. So the
     anneal starts where almost every move is taken and ends where only downhill moves are.
     """
-    # problems are immutable, and a device computes the range twice per job (when it validates
-    # the options at submit, and when it runs): remember the last one (two passes over a dense
-    # J, ~0.1 ms at n = 256, a fifth of a small selection job's overhead)
-    global _last_range
-    last, rng = _last_range  # one tuple, rebound atomically: safe across threads
-    if last is not None and last() is problem:
-        return rng
-    rng = _beta_range(problem)
-    _last_range = (weakref.ref(problem), rng)
-    return rng
-
-
-def _beta_range(problem: IsingProblem) -> tuple[float, float]:
     J = problem.J
     if problem.is_sparse:
         absJ = abs(J)
@@ -141,3 +130,94 @@ def check_initial_states(initial_states: Any, num_reads: int, n: int) -> np.ndar
     if np.any((s != 1) & (s != -1)):
         raise InvalidOptionError("initial_states must hold only -1 and +1")
     return np.ascontiguousarray(s, dtype=np.int8)
+
+
+def _check_beta_schedule(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in SCHEDULES:
+            raise InvalidOptionError(
+                f"beta_schedule must be one of {SCHEDULES} or an array of betas, got {value!r}")
+        return value
+    try:
+        betas = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(
+            f"beta_schedule must be one of {SCHEDULES} or an array of betas, got {value!r}") from None
+    if betas.ndim != 1 or betas.size == 0:
+        raise InvalidOptionError("a custom beta_schedule must be a non-empty 1-D array of betas")
+    bad = ~np.isfinite(betas) | (betas < 0)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise InvalidOptionError(f"beta_schedule[{k}] = {betas[k]}; betas must be finite and >= 0")
+    return betas
+
+
+def _check_beta_range(value: Any) -> tuple[float, float]:
+    try:
+        b0, b1 = (float(b) for b in value)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"beta_range must be a pair (hot, cold), got {value!r}") from None
+    return _positive_beta(b0, "beta_range[0]"), _positive_beta(b1, "beta_range[1]")
+
+
+def _check_states(value: Any) -> np.ndarray:
+    s = np.asarray(value)
+    if s.ndim not in (1, 2) or s.size == 0:
+        raise InvalidOptionError("initial_states must be a (num_reads, n) or (n,) array of +-1, "
+                                 f"got shape {s.shape}")
+    if np.any((s != 1) & (s != -1)):
+        raise InvalidOptionError("initial_states must hold only -1 and +1")
+    return np.ascontiguousarray(s, dtype=np.int8)
+
+
+#: The options of ``sa.cpu`` and ``sa.gpu`` (defaults in the table; ``help(device.sample)``).
+SA_OPTIONS = OptionSpec(
+    num_sweeps=Option(1000, "sweeps per read, i.e. the length of the schedule (one sweep visits "
+                      "every spin once, in index order)", type=int, ge=1, unit="sweeps"),
+    beta_schedule=Option("geometric", "'geometric' or 'linear' from beta_range[0] to "
+                         "beta_range[1], or an explicit array of betas (one per sweep)",
+                         check=_check_beta_schedule),
+    beta_range=Option(None, "(beta_hot, beta_cold); None: default_beta_range(problem), where the "
+                      "largest single-flip energy increase is accepted with probability 1/2 at "
+                      "the start and the smallest with probability 1/100 at the end",
+                      check=_check_beta_range),
+    acceptance=Option("metropolis", "'metropolis' (min(1, exp(-beta dE))) or 'gibbs' (heat bath, "
+                      "1/(1 + exp(beta dE))); both satisfy detailed balance", type=str,
+                      choices=ACCEPTANCES),
+    mode=Option("anneal", "'anneal' follows the schedule; 'sample' runs every sweep at the fixed "
+                "beta, so each read is a Markov chain whose final state is a Boltzmann sample",
+                type=str, choices=MODES),
+    beta=Option(None, "the inverse temperature of mode='sample'", type=float, gt=0),
+    initial_states=Option(None, "starting states, (num_reads, n) or (n,) of +-1 (default: "
+                          "uniformly random)", check=_check_states),
+)
+
+
+def check_mode(options: dict) -> None:
+    """``mode="sample"`` needs ``beta``; annealing takes ``beta_range`` instead."""
+    if options["mode"] == "sample" and options["beta"] is None:
+        raise InvalidOptionError("mode='sample' needs beta=<inverse temperature>, e.g. beta=1.0")
+    if options["mode"] == "anneal" and options["beta"] is not None:
+        raise InvalidOptionError("beta is for mode='sample'; for annealing give "
+                                 "beta_range=(hot, cold)")
+
+
+@dataclass(frozen=True)
+class AnnealPlan:
+    """What one annealing job needs besides the problem: one beta per sweep and the starting
+    states (None: random). Built once per job, when the job is validated."""
+
+    betas: np.ndarray
+    initial_states: np.ndarray | None
+
+    @classmethod
+    def build(cls, problem: IsingProblem, num_reads: int, options: dict) -> "AnnealPlan":
+        betas = make_schedule(problem, num_sweeps=options["num_sweeps"],
+                              beta_range=options["beta_range"],
+                              beta_schedule=options["beta_schedule"], mode=options["mode"],
+                              beta=options["beta"])
+        return cls(betas, check_initial_states(options["initial_states"], num_reads, problem.n))
+
+    def info(self) -> dict:
+        return {"beta_first": float(self.betas[0]), "beta_last": float(self.betas[-1]),
+                "num_sweeps_run": int(self.betas.size)}

@@ -16,9 +16,10 @@ from kpp_sdk.cloud import wire
 from kpp_sdk.cloud.client import HttpClient, is_retryable
 from kpp_sdk.cloud.poller import JobPoller
 from kpp_sdk.config import load_config, mask
-from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult, resolve_seed
+from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, resolve_seed
 from kpp_sdk.errors import CloudError, ConfigError, InvalidOptionError, RequestTooLargeError
 from kpp_sdk.job import Job
+from kpp_sdk.options import as_spec
 from kpp_sdk.problem import IsingProblem
 from kpp_sdk.sampleset import SampleSet
 
@@ -102,8 +103,10 @@ class CIMCloud(Device):
         self._http: HttpClient | None = None
         self._poller: JobPoller | None = None
         self._num_reads_given = "num_reads" in defaults
+        # option names and values belong to the server's device: checked when it has answered
         self._user_defaults = {k: v for k, v in defaults.items() if k != "num_reads"}
-        super().__init__(executor=executor, **defaults)
+        super().__init__(executor=executor,
+                         **({"num_reads": defaults["num_reads"]} if self._num_reads_given else {}))
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -163,7 +166,7 @@ class CIMCloud(Device):
                     lst = self.http.request("GET", f"{P}/devices", model=wire.DeviceList,
                                             what="list devices", retries=retries)
                     d = next(x for x in lst.devices if x.name == lst.default)
-                self.OPTIONS = wire.decode_options(d.options)
+                self.OPTIONS = as_spec(wire.decode_options(d.options))
                 props = d.properties.model_dump()
                 props["is_remote"] = True
                 props["extra"] = {**props["extra"], "source": self._cfg.endpoint,
@@ -199,12 +202,25 @@ class CIMCloud(Device):
     def options(self) -> dict:
         """The server's device's options with this instance's defaults."""
         self.description()
-        return {**self.OPTIONS, **self._user_defaults}
+        return {**self.OPTIONS.defaults(), **self._user_defaults}
 
-    def _merge_options(self, options: Any, base: Any = None) -> dict:
-        if options:
-            self.description()  # the known options are the server's
-        return super()._merge_options(options, base)
+    def check_options(self, **options: Any) -> dict:
+        """Option names against the server's device (values are checked by the server, with
+        the same error classes); returns this instance's defaults with ``options`` over them."""
+        self.description()
+        merged = {**self._user_defaults, **options}
+        self.OPTIONS.check_names(merged, self.name)
+        return merged
+
+    def validate(self, problem: IsingProblem, num_reads: int | None = None,
+                 **options: Any) -> JobSpec:
+        """What can be checked before sending: the problem against the server's device
+        properties, ``num_reads`` and option names; the server checks the rest at submit."""
+        desc = self.description()
+        problem = self.check_problem(problem)
+        if num_reads is None:
+            num_reads = self._default_num_reads if self._num_reads_given else desc.default_num_reads
+        return JobSpec(problem, self.check_num_reads(num_reads), self.check_options(**options))
 
     # --- jobs ----------------------------------------------------------------------------------
 
@@ -226,11 +242,7 @@ class CIMCloud(Device):
         second submit with the same key returns the first job.
         """
         desc = self.description()
-        problem = self.check_problem(problem)
-        if num_reads is None:
-            num_reads = self._default_num_reads if self._num_reads_given else desc.default_num_reads
-        num_reads = self._check_num_reads(num_reads)
-        self._merge_options(options, self._defaults)
+        spec = self.validate(problem, num_reads, **options)
         seed = resolve_seed(seed)
         key = idempotency_key or uuid.uuid4().hex
         if not isinstance(key, str) or not _KEY.match(key):
@@ -239,8 +251,8 @@ class CIMCloud(Device):
         jobs = self._jobs
         body = json.dumps({
             "wire_version": wire.WIRE_VERSION, "device": desc.name,
-            "problem": wire.encode_problem(problem), "num_reads": num_reads, "seed": seed,
-            "options": wire.encode_options({**self._user_defaults, **options}),
+            "problem": wire.encode_problem(spec.problem), "num_reads": spec.num_reads,
+            "seed": seed, "options": wire.encode_options(spec.options),
             "idempotency_key": key, "watcher": jobs.watcher,
         }, separators=(",", ":")).encode()
         if len(body) > desc.max_request_bytes:
@@ -253,7 +265,7 @@ class CIMCloud(Device):
         try:
             info = self.http.request("POST", f"{P}/jobs", body=body, model=wire.JobInfo,
                                      what="submit")
-            fut = jobs.track(info, problem)
+            fut = jobs.track(info, spec.problem)
         finally:
             jobs.end_submit()
         return Job(fut, info.id, self.name, submitted_at=submitted_at,

@@ -19,6 +19,7 @@ import numpy as np
 from kpp_sdk import emulator as emu
 from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
 from kpp_sdk.errors import InvalidOptionError, ProblemError, ProblemTooLargeError
+from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
 __all__ = ["CIMEmulator", "OUTPUTS", "estimate_beta"]
@@ -32,6 +33,21 @@ OUTPUTS = ("raw", "topk")
 UNLIMITED_SPINS = 1 << 16
 
 
+def _check_profile_name(name: Any) -> Any:
+    if not isinstance(name, (str, emu.HardwareProfile)):
+        raise InvalidOptionError(f"profile must be a profile name, one of "
+                                 f"{', '.join(emu.list_profiles())}, got {name!r}")
+    return name
+
+
+def _check_params(params: Any) -> dict:
+    if not isinstance(params, dict):
+        raise InvalidOptionError(
+            f"params must be a dict of CIMParameters fields, got {type(params).__name__}")
+    return params
+
+
+
 class CIMEmulator(Device):
     """A measurement-feedback coherent Ising machine, emulated round trip by round trip.
 
@@ -42,61 +58,51 @@ class CIMEmulator(Device):
     an ancilla pulse with a gauge fix). All runs of a job advance together: one matrix product per
     round trip.
 
-    Options (defaults in brackets)
-    ------------------------------
-    profile ["qboson-550"]
-        Hardware profile (:func:`kpp_sdk.emulator.list_profiles`): ``qboson-550`` (QBoson's cloud
-        machine), ``ntt-2000`` (Inagaki et al. 2016), ``ideal`` (float couplings, only quantum
-        noise, no spin limit). Set it when constructing the device: it fixes
-        :attr:`properties`.
-    output ["raw"]
-        ``"raw"``: ``num_reads`` runs, one sample each (for Boltzmann sampling).
-        ``"topk"``: the cloud's post-processing: ``runs`` runs, de-duplicated, the ``num_reads``
-        lowest-energy states with their counts in ``num_occurrences`` (fewer rows when the runs
-        found fewer distinct states).
-    runs [None]
-        Runs per task in ``"topk"`` mode (None: the profile's, 2000). Not used in ``"raw"`` mode.
-    round_trips [None]
-        Round trips per run (None: the profile's, 1000 for ``qboson-550``).
-    feedback [None]
-        Amplitude control: ``"none"``, ``"ahc"``, ``"cac"``, ``"cfc"`` (None: the profile's).
-        Switching it on also sets the recommended fixed pump (see
-        :meth:`kpp_sdk.emulator.CIMParameters.with_feedback`).
-    temperature [0.0]
-        The temperature knob t in [0, 1] (:func:`kpp_sdk.emulator.temperature_knob`): 0 keeps the
-        profile's pump and noise (cold, for optimisation); larger t lowers the end pump towards the
-        coupled threshold and adds noise, so samples become hotter (smaller effective beta;
-        measure it with :func:`estimate_beta`).
-    track_best [False]
-        Return each run's lowest-energy state seen along its trajectory (as cim-optimizer does)
-        instead of the state at the last round trip.
-    engine ["auto"]
-        ``"numba"`` (fused CPU kernels), ``"xp"`` (array code on NumPy), ``"auto"``.
-    params [None]
-        A dict overriding any :class:`kpp_sdk.emulator.CIMParameters` field
-        (e.g. ``{"p1": 1.1, "sigma_add": 0.05}``); checked against its physical range at submit.
+    The options are in :attr:`OPTIONS` (``help(device.sample)``, ``kpp devices --options
+    cim.emulator``).
     """
 
     name = "cim.emulator"
     DEFAULT_NUM_READS = 100
-    OPTIONS = {
-        "profile": "qboson-550",
-        "output": "raw",
-        "runs": None,
-        "round_trips": None,
-        "feedback": None,
-        "temperature": 0.0,
-        "track_best": False,
-        "engine": "auto",
-        "params": None,
-    }
+    OPTIONS = OptionSpec(
+        profile=Option("qboson-550", "hardware profile (kpp_sdk.emulator.list_profiles()): "
+                       "'qboson-550' (QBoson's cloud machine), 'ntt-2000' (Inagaki et al. 2016), "
+                       "'ideal' (float couplings, only quantum noise, no spin limit). Set it when "
+                       "constructing the device: it fixes the device's properties",
+                       check=_check_profile_name),
+        output=Option("raw", "'raw': num_reads runs, one sample each (Boltzmann sampling); "
+                      "'topk': the cloud's post-processing: `runs` runs, de-duplicated, the "
+                      "num_reads lowest-energy states with their counts in num_occurrences",
+                      type=str, choices=OUTPUTS),
+        runs=Option(None, "runs per task with output='topk' (None: the profile's, 2000)",
+                    type=int, ge=1, unit="runs"),
+        round_trips=Option(None, "round trips per run (None: the profile's, 1000 for "
+                           "qboson-550)", type=int, ge=1, unit="round trips"),
+        feedback=Option(None, "amplitude control: 'none', 'ahc', 'cac', 'cfc' (None: the "
+                        "profile's); switching it on also sets the recommended fixed pump "
+                        "(kpp_sdk.emulator.CIMParameters.with_feedback)", type=str,
+                        choices=emu.FEEDBACK_MODES),
+        temperature=Option(0.0, "the temperature knob t (kpp_sdk.emulator.temperature_knob): 0 "
+                           "keeps the profile's pump and noise (cold, for optimisation); larger "
+                           "t lowers the end pump towards the coupled threshold and adds noise, "
+                           "so samples become hotter (measure it with estimate_beta)",
+                           type=float, ge=0.0, le=1.0),
+        track_best=Option(False, "return each run's lowest-energy state seen along its "
+                          "trajectory (as cim-optimizer does) instead of the state at the last "
+                          "round trip", type=bool),
+        engine=Option("auto", "'numba' (fused CPU kernels), 'xp' (array code on NumPy/CuPy) or "
+                      "'auto'", type=str, choices=("auto", "numba", "xp")),
+        params=Option(None, "a dict overriding any kpp_sdk.emulator.CIMParameters field (e.g. "
+                      "{'p1': 1.1, 'sigma_add': 0.05}); checked against its physical range",
+                      check=_check_params),
+    )
     FAST_OPTIONS = {"round_trips": 120}
 
     def __init__(self, **defaults: Any):
-        profile = defaults.get("profile", self.OPTIONS["profile"])
+        profile = defaults.get("profile", self.OPTIONS["profile"].default)
         self._profile = self._get_profile(profile)
         super().__init__(**defaults)
-        self._check_options(dict(self._defaults), None)
+        self.check_options()
 
     @staticmethod
     def _get_profile(name: Any) -> emu.HardwareProfile:
@@ -142,28 +148,11 @@ class CIMEmulator(Device):
                 f"properties, so the profile is fixed per device: use "
                 f"get_device('cim.emulator', profile={prof.name!r}) for {prof.name!r}"
             )
-        if options["output"] not in OUTPUTS:
-            raise InvalidOptionError(f"output must be one of {OUTPUTS}, got {options['output']!r}")
-        for key in ("runs", "round_trips"):
-            v = options[key]
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-                raise InvalidOptionError(f"{key} must be a positive integer or None, got {v!r}")
         if options["runs"] is not None and options["output"] == "raw":
             raise InvalidOptionError(
                 "runs is the task size of output='topk'; with output='raw' every run is one read, "
                 "so set num_reads instead"
             )
-        t = options["temperature"]
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= t <= 1.0:
-            raise InvalidOptionError(f"temperature must be a number in [0, 1], got {t!r}")
-        if not isinstance(options["track_best"], (bool, np.bool_)):
-            raise InvalidOptionError(f"track_best must be True or False, got {options['track_best']!r}")
-        if options["engine"] not in ("auto", "numba", "xp"):
-            raise InvalidOptionError(f"engine must be 'auto', 'numba' or 'xp', got {options['engine']!r}")
-        params = options["params"]
-        if params is not None and not isinstance(params, dict):
-            raise InvalidOptionError(
-                f"params must be a dict of CIMParameters fields, got {type(params).__name__}")
         self._parameters(options)  # physical ranges, unknown parameter names
         return options
 
@@ -184,7 +173,7 @@ class CIMEmulator(Device):
             raise InvalidOptionError(f"{exc}; see kpp_sdk.emulator.CIMParameters") from None
         return cim
 
-    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+    def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
         try:
             self._profile.check_problem(problem.n, problem.has_fields)
         except emu.SpinLimitError as exc:
@@ -243,9 +232,7 @@ class CIMEmulator(Device):
         """
         from kpp_sdk.device import resolve_seed
 
-        problem = self.check_problem(problem)
-        opts = self._check_options(self._merge_options(options, self._defaults), problem)
-        self._check_run(problem, 1, opts)
+        opts = self.validate(problem, 1, **options).options
         cim = self._parameters(opts, problem)
         J, h = _arrays(problem)
         return emu.simulate(J, h, cim, runs=int(runs), seed=resolve_seed(seed),

@@ -33,6 +33,7 @@ from kpp_sdk.errors import (
     InvalidResponseError,
     MissingDependencyError,
 )
+from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem, QuantizedProblem, quantize
 
 __all__ = ["KaiwuCIM", "kaiwu_matrix", "spins_from_kaiwu_output"]
@@ -72,19 +73,15 @@ def spins_from_kaiwu_output(raw: Any, n: int) -> np.ndarray:
     return IsingProblem.spins_from_kaiwu(a)
 
 
+def _check_prefix(prefix: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_-]{1,32}$", prefix):
+        raise InvalidOptionError(
+            f"task_name_prefix must be 1-32 of A-Z a-z 0-9 _ -, got {prefix!r}")
+    return prefix
+
+
 class KaiwuCIM(Device):
     """QBoson's coherent Ising machine on the Kaiwu cloud (see the module docstring).
-
-    Options (defaults in brackets)
-    ------------------------------
-    task_name_prefix ["kpp"]
-        Tasks are named ``<prefix>_<job id>`` in the Kaiwu console.
-    task_mode ["quota"]
-        Kaiwu's billing mode of the task.
-    interval [1.0]
-        Seconds between the SDK's status checks while waiting.
-    checkpoint_dir [None]
-        Folder where the SDK keeps task checkpoints (its ``CheckpointManager.save_dir``).
 
     ``num_reads`` becomes the task's ``sample_number``; the machine may return fewer distinct
     rows. The seed is recorded but the hardware's noise is not seedable. ``optimizer`` replaces the
@@ -94,8 +91,15 @@ class KaiwuCIM(Device):
 
     name = "cim.kaiwu"
     DEFAULT_NUM_READS = 100
-    OPTIONS = {"task_name_prefix": "kpp", "task_mode": "quota", "interval": 1.0,
-               "checkpoint_dir": None}
+    OPTIONS = OptionSpec(
+        task_name_prefix=Option("kpp", "tasks are named <prefix>_<job id> in the Kaiwu console "
+                                "(1-32 of A-Z a-z 0-9 _ -)", type=str, check=_check_prefix),
+        task_mode=Option("quota", "Kaiwu's billing mode of the task", type=str),
+        interval=Option(1.0, "seconds between the SDK's status checks while waiting",
+                        type=float, gt=0.0, unit="s"),
+        checkpoint_dir=Option(None, "folder where the SDK keeps task checkpoints (its "
+                              "CheckpointManager.save_dir)", type=str),
+    )
 
     def __init__(self, user_id: str | None = None, sdk_code: str | Secret | None = None, *,
                  optimizer: Any = None, executor: Any = None, **defaults: Any):
@@ -123,18 +127,6 @@ class KaiwuCIM(Device):
         return DeviceProperties(max_spins=HARDWARE_SPINS - 1, coefficient_bits=COEFFICIENT_BITS,
                                 supports_fields=True, is_remote=True, max_reads=10_000,
                                 extra={"hardware_spins": HARDWARE_SPINS})
-
-    def _check_options(self, options: dict, problem: IsingProblem | None) -> dict:
-        prefix = options["task_name_prefix"]
-        if not isinstance(prefix, str) or not re.match(r"^[A-Za-z0-9_-]{1,32}$", prefix):
-            raise InvalidOptionError(
-                f"task_name_prefix must be 1-32 of A-Z a-z 0-9 _ -, got {prefix!r}")
-        iv = options["interval"]
-        if isinstance(iv, bool) or not isinstance(iv, (int, float)) or not iv > 0:
-            raise InvalidOptionError(f"interval must be a positive number of seconds, got {iv!r}")
-        if not isinstance(options["task_mode"], str):
-            raise InvalidOptionError(f"task_mode must be a string, got {options['task_mode']!r}")
-        return options
 
     def _make_optimizer(self, num_reads: int, options: dict, job_id: str) -> Any:
         self.check_available()

@@ -3,19 +3,12 @@ against."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
+from kpp_sdk.config import available_cores
 from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
-from kpp_sdk.errors import InvalidOptionError
+from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
-from .annealing import (
-    ACCEPTANCES,
-    check_initial_states,
-    make_schedule,
-    seed_streams,
-)
+from .annealing import SA_OPTIONS, AnnealPlan, check_mode, seed_streams
 
 __all__ = ["SimulatedAnnealingCPU"]
 
@@ -28,42 +21,17 @@ class SimulatedAnnealingCPU(Device):
     are split over ``num_threads`` threads (default: all cores). Every read has its own random
     stream derived from ``seed``, so results are identical for any thread count.
 
-    Options (defaults in brackets)
-    ------------------------------
-    num_sweeps [1000]
-        Sweeps per read (the length of the schedule).
-    beta_schedule ["geometric"]
-        ``"geometric"``, ``"linear"`` or an explicit array of betas (one per sweep).
-    beta_range [None]
-        ``(beta_hot, beta_cold)``; None uses :func:`kpp_sdk.devices.annealing.default_beta_range`: the
-        largest single-flip energy increase accepted with probability 1/2 at the start, the
-        smallest with probability 1/100 at the end.
-    acceptance ["metropolis"]
-        ``"metropolis"`` (accept with ``min(1, exp(-beta dE))``) or ``"gibbs"`` (heat bath,
-        ``1 / (1 + exp(beta dE))``). Both satisfy detailed balance.
-    mode ["anneal"]
-        ``"anneal"`` follows the schedule; ``"sample"`` runs every sweep at the fixed ``beta``, so
-        each read is a Markov chain whose final state is a Boltzmann sample at ``beta``.
-    beta [None]
-        The inverse temperature of ``mode="sample"``.
-    initial_states [None]
-        ``(num_reads, n)`` or ``(n,)`` array of ±1 starting states.
-    num_threads [None]
-        Threads used for the reads of one job (default ``os.cpu_count()``).
+    The options (``help(device.sample)``, ``kpp devices --options sa.cpu``) are
+    :data:`SA_OPTIONS`, shared with ``sa.gpu``.
     """
 
     name = "sa.cpu"
     DEFAULT_NUM_READS = 100
-    OPTIONS = {
-        "num_sweeps": 1000,
-        "beta_schedule": "geometric",
-        "beta_range": None,
-        "acceptance": "metropolis",
-        "mode": "anneal",
-        "beta": None,
-        "initial_states": None,
-        "num_threads": None,
-    }
+    OPTIONS = OptionSpec(
+        SA_OPTIONS,
+        num_threads=Option(None, "threads used for the reads of one job (default: the cores "
+                           "this process may use); results do not depend on it", type=int, ge=1),
+    )
 
     FAST_OPTIONS = {"num_sweeps": 50}
 
@@ -77,37 +45,21 @@ class SimulatedAnnealingCPU(Device):
                                 is_remote=False, max_reads=10_000_000)
 
     def _check_options(self, options: dict, problem: IsingProblem | None) -> dict:
-        if options["acceptance"] not in ACCEPTANCES:
-            raise InvalidOptionError(
-                f"acceptance must be one of {ACCEPTANCES}, got {options['acceptance']!r}"
-            )
-        nt = options["num_threads"]
-        if nt is not None and (isinstance(nt, bool) or not isinstance(nt, int) or nt < 1):
-            raise InvalidOptionError(f"num_threads must be a positive integer, got {nt!r}")
-        if problem is not None:
-            # builds (and so validates) the schedule now, before the job is queued
-            make_schedule(problem, num_sweeps=options["num_sweeps"], beta_range=options["beta_range"],
-                          beta_schedule=options["beta_schedule"], mode=options["mode"],
-                          beta=options["beta"])
+        check_mode(options)
         return options
 
-    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
-        check_initial_states(options["initial_states"], num_reads, problem.n)
+    def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> AnnealPlan:
+        return AnnealPlan.build(problem, num_reads, options)
 
     def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
              ctx: RunContext) -> RunResult:
         from ._sa_kernels import anneal
 
-        betas = make_schedule(problem, num_sweeps=options["num_sweeps"],
-                              beta_range=options["beta_range"],
-                              beta_schedule=options["beta_schedule"], mode=options["mode"],
-                              beta=options["beta"])
-        init = check_initial_states(options["initial_states"], num_reads, problem.n)
-        spins = anneal(problem.J, problem.h, betas, num_reads=num_reads,
+        plan = ctx.prepared or AnnealPlan.build(problem, num_reads, options)
+        spins = anneal(problem.J, problem.h, plan.betas, num_reads=num_reads,
                        seed_streams=seed_streams(seed, num_reads),
-                       acceptance=options["acceptance"], initial_states=init,
-                       num_threads=options["num_threads"] or os.cpu_count(),
+                       acceptance=options["acceptance"], initial_states=plan.initial_states,
+                       num_threads=options["num_threads"] or available_cores(),
                        cancel_check=ctx.cancelled)
-        info: dict[str, Any] = {"beta_first": float(betas[0]), "beta_last": float(betas[-1]),
-                                "num_sweeps_run": int(betas.size)}
-        return RunResult(spins=spins, info=info)
+        return RunResult(spins=spins, info=plan.info())
+

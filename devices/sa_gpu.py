@@ -8,10 +8,11 @@ import numpy as np
 
 from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
 from kpp_sdk.errors import InvalidOptionError, MissingDependencyError
+from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
 from . import _sa_array
-from .annealing import ACCEPTANCES, check_initial_states, make_schedule, seed_streams
+from .annealing import SA_OPTIONS, AnnealPlan, check_mode, seed_streams
 
 __all__ = ["CudaUnavailableError", "SimulatedAnnealingGPU", "require_cuda"]
 
@@ -57,21 +58,8 @@ class SimulatedAnnealingGPU(Device):
     float64 fields. Same seed, same samples on the same backend; the random numbers differ from
     ``sa.cpu``'s, so the two devices agree in distribution, not sample by sample.
 
-    Options (defaults in brackets)
-    ------------------------------
-    num_sweeps [1000], beta_schedule ["geometric"], beta_range [None], acceptance ["metropolis"],
-    mode ["anneal"], beta [None], initial_states [None]
-        As for ``sa.cpu`` (defined by :func:`kpp_sdk.devices.annealing.make_schedule` and
-        :func:`kpp_sdk.devices.annealing.default_beta_range`).
-    backend ["cupy"]
-        ``"cupy"``: run on the GPU (needs ``pip install 'kpp-sdk[gpu]'`` and a CUDA device).
-        ``"numpy"``: run the same array code on the CPU with NumPy. That is the reference
-        implementation (used by the tests); it is much slower than ``sa.cpu``.
-    kernel ["auto"]
-        ``"fused"``: one CUDA kernel runs every sweep (one warp per read; see
-        :mod:`kpp_sdk.devices._sa_cuda`). ``"array"``: the reference array code
-        (:mod:`kpp_sdk.devices._sa_array`), one array operation per spin for all reads.
-        ``"auto"``: fused on CuPy, array on NumPy.
+    Options: those of ``sa.cpu`` (:data:`kpp_sdk.devices.annealing.SA_OPTIONS`) plus ``backend``
+    and ``kernel`` (``help(device.sample)``, ``kpp devices --options sa.gpu``).
 
     A problem with integer couplings and fields gives bit-identical spins with either kernel and
     either backend. ``kpp_sdk.get_device("sa.gpu")`` checks for CuPy and a GPU first and raises
@@ -81,17 +69,15 @@ class SimulatedAnnealingGPU(Device):
 
     name = "sa.gpu"
     DEFAULT_NUM_READS = 100
-    OPTIONS = {
-        "num_sweeps": 1000,
-        "beta_schedule": "geometric",
-        "beta_range": None,
-        "acceptance": "metropolis",
-        "mode": "anneal",
-        "beta": None,
-        "initial_states": None,
-        "backend": "cupy",
-        "kernel": "auto",
-    }
+    OPTIONS = OptionSpec(
+        SA_OPTIONS,
+        backend=Option("cupy", "'cupy': run on the GPU (needs pip install 'kpp-sdk[gpu]' and a CUDA "
+                       "device); 'numpy': the same array code on the CPU, the reference "
+                       "implementation (much slower than sa.cpu)", type=str, choices=BACKENDS),
+        kernel=Option("auto", "'fused': one CUDA kernel runs every sweep (one warp per read); "
+                      "'array': the reference array code, one array operation per spin for all "
+                      "reads; 'auto': fused on CuPy, array on NumPy", type=str, choices=KERNELS),
+    )
 
     FAST_OPTIONS = {"num_sweeps": 50}
 
@@ -104,7 +90,7 @@ class SimulatedAnnealingGPU(Device):
     def __init__(self, **defaults: Any):
         super().__init__(**defaults)
         # a device that cannot run (no CuPy, bad backend) fails here, not at the first job
-        self._check_options(dict(self._defaults), None)
+        self.check_options()
 
     @classmethod
     def check_available(cls) -> None:
@@ -116,37 +102,21 @@ class SimulatedAnnealingGPU(Device):
                                 supports_fields=True, is_remote=False, max_reads=10_000_000)
 
     def _check_options(self, options: dict, problem: IsingProblem | None) -> dict:
-        if options["acceptance"] not in ACCEPTANCES:
-            raise InvalidOptionError(
-                f"acceptance must be one of {ACCEPTANCES}, got {options['acceptance']!r}"
-            )
-        backend, kernel = options["backend"], options["kernel"]
-        if backend not in BACKENDS:
-            raise InvalidOptionError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if kernel not in KERNELS:
-            raise InvalidOptionError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        if kernel == "fused" and backend != "cupy":
+        check_mode(options)
+        if options["kernel"] == "fused" and options["backend"] != "cupy":
             raise InvalidOptionError("kernel='fused' is a CUDA kernel and needs backend='cupy'; "
                                      "with backend='numpy' use kernel='array' (or 'auto')")
-        if backend == "cupy":
+        if options["backend"] == "cupy":
             require_cuda()
-        if problem is not None:
-            make_schedule(problem, num_sweeps=options["num_sweeps"],
-                          beta_range=options["beta_range"],
-                          beta_schedule=options["beta_schedule"], mode=options["mode"],
-                          beta=options["beta"])
         return options
 
-    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
-        check_initial_states(options["initial_states"], num_reads, problem.n)
+    def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> AnnealPlan:
+        return AnnealPlan.build(problem, num_reads, options)
 
     def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
              ctx: RunContext) -> RunResult:
-        betas = make_schedule(problem, num_sweeps=options["num_sweeps"],
-                              beta_range=options["beta_range"],
-                              beta_schedule=options["beta_schedule"], mode=options["mode"],
-                              beta=options["beta"])
-        init = check_initial_states(options["initial_states"], num_reads, problem.n)
+        plan = ctx.prepared or AnnealPlan.build(problem, num_reads, options)
+        betas, init = plan.betas, plan.initial_states
         backend = options["backend"]
         kernel = options["kernel"]
         if kernel == "auto":
@@ -156,9 +126,7 @@ class SimulatedAnnealingGPU(Device):
         xp, n, J = am.xp, problem.n, problem.J
         keys = _sa_array.read_keys(seed_streams(seed, num_reads))
         J_dev = am.csr(J) if problem.is_sparse else am.asarray(J)
-        info: dict[str, Any] = {"backend": backend, "kernel": kernel,
-                                "beta_first": float(betas[0]), "beta_last": float(betas[-1]),
-                                "num_sweeps_run": int(betas.size)}
+        info: dict[str, Any] = {"backend": backend, "kernel": kernel, **plan.info()}
         fused = None
         if kernel == "fused":
             from ._sa_cuda import FusedAnnealer

@@ -1,6 +1,7 @@
 """The ``kpp`` command.
 
     kpp devices                                   registered devices and their limits
+    kpp devices --options sa.cpu                  one device's options (default, range, doc)
     kpp sample FILE --device sa.cpu --num-reads 100 --seed 0 [--out result.json] [-o key=value]
     kpp --version
 
@@ -61,7 +62,13 @@ def _fmt_limit(v: Any) -> str:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from .registry import list_devices
+    from .registry import device_class, list_devices
+
+    if args.options:
+        cls = device_class(args.options)
+        print(f"{cls.name}: options of submit()/sample() (default in brackets)\n")
+        print(cls.OPTIONS.describe())
+        return 0
 
     rows = list_devices()
     header = ("name", "status", "max spins", "coef bits", "fields", "remote")
@@ -114,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kpp-sdk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("devices", help="list registered devices and their limits")
+    p = sub.add_parser("devices", help="list registered devices and their limits",
+                       description="List the registered devices and their limits, or with "
+                                   "--options NAME one device's options.")
+    p.add_argument("--options", metavar="NAME", default=None,
+                   help="print the options of device NAME (name, default, allowed values, doc)")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("sample", help="sample a problem file on a device")

@@ -30,9 +30,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Config", "Secret", "load_config", "default_config_path", "mask"]
+__all__ = ["Config", "Secret", "load_config", "default_config_path", "mask", "available_cores"]
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (honours ``taskset``, unlike ``os.cpu_count``): the
+    default thread count of the CPU devices and of ``kpp bench``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def mask(token: str | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import concurrent.futures as cf
 import dataclasses
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,17 +18,13 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from .errors import (
-    InvalidOptionError,
-    ProblemError,
-    ProblemTooLargeError,
-    UnknownOptionError,
-)
+from .errors import InvalidOptionError, ProblemError, ProblemTooLargeError
 from .job import Job, new_job_id
+from .options import OptionSpec, as_spec, check_int
 from .problem import IsingProblem
 from .sampleset import SampleSet
 
-__all__ = ["Device", "DeviceProperties", "RunResult", "RunContext", "resolve_seed"]
+__all__ = ["Device", "DeviceProperties", "JobSpec", "RunResult", "RunContext", "resolve_seed"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +62,12 @@ class RunResult:
 
 @dataclass
 class RunContext:
-    """Handed to :meth:`Device._run`: the job id and a cooperative cancellation check."""
+    """Handed to :meth:`Device._run`: the job id, a cooperative cancellation check and what
+    :meth:`Device._prepare` returned at validation (``prepared``)."""
 
     job_id: str
     cancel_event: threading.Event | None = None
+    prepared: Any = None
 
     def cancelled(self) -> bool:
         return self.cancel_event is not None and self.cancel_event.is_set()
@@ -76,6 +75,17 @@ class RunContext:
     def raise_if_cancelled(self) -> None:
         if self.cancelled():
             raise InterruptedError(f"job {self.job_id} cancelled")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job checked by :meth:`Device.validate`: the problem, ``num_reads``, the complete options
+    (defaults filled in, values normalised) and what the device prepared for it."""
+
+    problem: IsingProblem
+    num_reads: int
+    options: dict
+    prepared: Any = None
 
 
 def resolve_seed(seed: Any) -> int:
@@ -86,9 +96,7 @@ def resolve_seed(seed: Any) -> int:
         return int(seed.integers(0, 2**63 - 1))
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise InvalidOptionError(f"seed must be an int or a numpy Generator, got {seed!r}")
-    if seed < 0:
-        raise InvalidOptionError(f"seed must be non-negative, got {seed}")
-    return int(seed)
+    return check_int(seed, "seed", ge=0, le=2**63 - 1)
 
 
 def _describe(value: Any) -> Any:
@@ -100,20 +108,20 @@ def _describe(value: Any) -> Any:
     return value
 
 
-def _execute(device: "Device", problem: IsingProblem, num_reads: int, seed: int,
-             options: dict, job_id: str, submitted_at: float,
+def _execute(device: "Device", spec: "JobSpec", seed: int, job_id: str, submitted_at: float,
              cancel_event: threading.Event | None) -> SampleSet:
     """Runs in the executor's worker (a thread, a process or a dask worker)."""
     started = time.time()
-    ctx = RunContext(job_id, cancel_event)
+    ctx = RunContext(job_id, cancel_event, spec.prepared)
     ctx.raise_if_cancelled()
     t0 = time.perf_counter()
-    out = device._run(problem, num_reads=num_reads, seed=seed, options=options, ctx=ctx)
+    out = device._run(spec.problem, num_reads=spec.num_reads, seed=seed, options=spec.options,
+                      ctx=ctx)
     run_s = time.perf_counter() - t0
-    info = {"device": device.name, "num_reads": num_reads, "seed": seed,
-            **{k: _describe(v) for k, v in options.items()}, **out.info}
+    info = {"device": device.name, "num_reads": spec.num_reads, "seed": seed,
+            **{k: _describe(v) for k, v in spec.options.items()}, **out.info}
     return SampleSet(
-        problem,
+        spec.problem,
         out.spins,
         out.num_occurrences,
         timing={
@@ -126,12 +134,42 @@ def _execute(device: "Device", problem: IsingProblem, num_reads: int, seed: int,
     )
 
 
+def _document_options(cls: type) -> None:
+    """Give ``cls`` its own ``sample`` and ``submit`` whose docstring ends with the options table
+    and whose signature lists the options, so ``help(device.sample)`` shows them."""
+    import functools
+    import inspect
+
+    for meth in ("submit", "sample"):
+        func = getattr(cls, meth)
+        func = getattr(func, "__kpp_options_of__", func)
+
+        @functools.wraps(func)
+        def method(self, *args, __func=func, **kwargs):
+            return __func(self, *args, **kwargs)
+
+        method.__kpp_options_of__ = func
+        table = textwrap.indent(cls.OPTIONS.describe(), "    ")
+        title = f"Options of {cls.name or cls.__name__}"
+        method.__doc__ = (f"{inspect.cleandoc(func.__doc__ or '')}\n\n{title}\n{'-' * len(title)}"
+                          f"\n{table}\n")
+        sig = inspect.signature(func)
+        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = {p.name for p in params}
+        params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o.default)
+                   for n, o in cls.OPTIONS.items() if n not in names]
+        method.__signature__ = sig.replace(parameters=params)
+        setattr(cls, meth, method)
+
+
 class Device(abc.ABC):
     """An Ising machine, real or simulated.
 
-    Subclasses set :attr:`name`, :attr:`OPTIONS` (known options and their defaults),
-    :attr:`DEFAULT_NUM_READS`, implement :attr:`properties`, :meth:`_run`, and, if they need to
-    check option values, :meth:`_check_options`.
+    Subclasses set :attr:`name`, :attr:`OPTIONS` (an :class:`~kpp_sdk.options.OptionSpec`:
+    every option's default, type, range, unit and doc in one place), :attr:`DEFAULT_NUM_READS`,
+    implement :attr:`properties` and :meth:`_run`, and where they need them the hooks
+    :meth:`_check_options` (checks across options) and :meth:`_prepare` (checks that need the
+    problem and ``num_reads`` together, and work done once per job at validation).
 
     Parameters
     ----------
@@ -143,18 +181,25 @@ class Device(abc.ABC):
     """
 
     name: ClassVar[str] = ""
-    OPTIONS: ClassVar[Mapping[str, Any]] = {}
+    OPTIONS: ClassVar[OptionSpec] = OptionSpec()
     DEFAULT_NUM_READS: ClassVar[int] = 100
     #: Options that make a run short (used by the conformance suite over every registered device).
     FAST_OPTIONS: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "OPTIONS" in cls.__dict__:
+            cls.OPTIONS = as_spec(cls.__dict__["OPTIONS"])
+        _document_options(cls)
 
     def __init__(self, *, executor: cf.Executor | None = None, **defaults: Any):
         self._executor = executor
         self._own_executor: cf.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._default_num_reads = int(defaults.pop("num_reads", self.DEFAULT_NUM_READS))
-        self._check_num_reads(self._default_num_reads)
-        self._defaults = self._merge_options(defaults)
+        self._default_num_reads = self.check_num_reads(defaults.pop("num_reads",
+                                                                    self.DEFAULT_NUM_READS))
+        self._defaults = {**self.OPTIONS.defaults(),
+                          **self.OPTIONS.validate(defaults, owner=self.name)}
 
     # --- pickling (process pools, dask) ---------------------------------------------------
 
@@ -182,49 +227,51 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
              ctx: RunContext) -> RunResult:
-        """Do the work, blocking. ``options`` is complete (defaults filled in) and checked."""
+        """Do the work, blocking. ``options`` is complete (defaults filled in) and checked;
+        ``ctx.prepared`` holds what :meth:`_prepare` returned; ``ctx.cancelled()`` says when to
+        stop."""
 
     def _check_options(self, options: dict, problem: IsingProblem | None) -> dict:
-        """Validate option values; return the (possibly normalised) dict. Raise
-        :class:`InvalidOptionError` naming the option, the value and the allowed range."""
+        """Checks across options (each option's own type and range are in :attr:`OPTIONS`);
+        ``problem`` is None when options are checked without one. Return the (possibly
+        normalised) dict; raise :class:`InvalidOptionError` naming the option and the fix."""
         return options
 
-    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+    def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> Any:
         """Checks that need the problem and ``num_reads`` together (e.g. the shape of initial
-        states); runs in :meth:`submit` after :meth:`_check_options`."""
+        states) and work done once per job (e.g. a schedule); the result reaches :meth:`_run`
+        as ``ctx.prepared``. Runs in :meth:`validate`, before any job is queued."""
+        self._check_run(problem, num_reads, options)
+        return None
+
+    def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+        """The pre-0.2 name of :meth:`_prepare`'s checks (devices that only check)."""
 
     @classmethod
     def check_available(cls) -> None:
         """Raise :class:`MissingDependencyError` if an optional dependency is missing."""
 
-    # --- the derived API -----------------------------------------------------------------------
+    # --- validation: public, one path for every caller --------------------------------------
 
     @property
     def options(self) -> dict:
         """The known options with this instance's defaults."""
         return dict(self._defaults)
 
-    def _merge_options(self, options: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict:
-        unknown = sorted(set(options) - set(self.OPTIONS))
-        if unknown:
-            known = ", ".join(["num_reads", "seed", *self.OPTIONS]) or "(none)"
-            raise UnknownOptionError(
-                f"{self.name} does not know the option(s) {', '.join(map(repr, unknown))}; "
-                f"known options: {known}"
-            )
-        merged = dict(self.OPTIONS if base is None else base)
-        merged.update(options)
-        return merged
+    @property
+    def default_num_reads(self) -> int:
+        """``num_reads`` of a job that does not say (the class's ``DEFAULT_NUM_READS`` unless the
+        device was built with ``num_reads=``)."""
+        return self._default_num_reads
 
-    def _check_num_reads(self, num_reads: Any) -> int:
-        if isinstance(num_reads, (bool, np.bool_)) or not isinstance(num_reads, (int, np.integer)):
-            raise InvalidOptionError(f"num_reads must be a positive integer, got {num_reads!r}")
-        if num_reads < 1:
-            raise InvalidOptionError(f"num_reads must be >= 1, got {num_reads}")
+    def check_num_reads(self, num_reads: Any) -> int:
+        """``num_reads`` as an int in ``1 .. properties.max_reads`` or :class:`InvalidOptionError`."""
+        n = check_int(num_reads, "num_reads", ge=1)
         limit = self.properties.max_reads
-        if num_reads > limit:
-            raise InvalidOptionError(f"num_reads = {num_reads} exceeds {self.name}'s limit of {limit}")
-        return int(num_reads)
+        if n > limit:
+            raise InvalidOptionError(f"num_reads = {n} exceeds {self.name}'s limit of {limit}; "
+                                     "split the work into several jobs")
+        return n
 
     def check_problem(self, problem: Any) -> IsingProblem:
         """Type and size checks; raises before any work."""
@@ -243,6 +290,30 @@ class Device(abc.ABC):
             raise ProblemError(f"{self.name} does not support external fields h")
         return problem
 
+    def check_options(self, **options: Any) -> dict:
+        """The complete options of a job (this device's defaults with ``options`` over them),
+        checked without a problem: names (:class:`UnknownOptionError` listing the known ones),
+        types, ranges and checks across options."""
+        given = self.OPTIONS.validate(options, owner=self.name)
+        return self._check_options({**self._defaults, **given}, None)
+
+    def validate(self, problem: IsingProblem, num_reads: int | None = None,
+                 **options: Any) -> JobSpec:
+        """Everything :meth:`submit` checks, without queueing work: the problem against
+        :attr:`properties`, ``num_reads``, every option, and what needs them together. Returns
+        the checked :class:`JobSpec`; raises a :class:`~kpp_sdk.KppError` subclass that names
+        the problem and the fix. The server and the samplers call this too, so a job that
+        passes here is one the device can run."""
+        problem = self.check_problem(problem)
+        num_reads = self.check_num_reads(self._default_num_reads if num_reads is None
+                                         else num_reads)
+        given = self.OPTIONS.validate(options, owner=self.name)
+        opts = self._check_options({**self._defaults, **given}, problem)
+        prepared = self._prepare(problem, num_reads, opts)
+        return JobSpec(problem, num_reads, opts, prepared)
+
+    # --- the derived API -----------------------------------------------------------------------
+
     def _executor_for(self, executor: cf.Executor | None) -> cf.Executor:
         if executor is not None:
             return executor
@@ -259,25 +330,23 @@ class Device(abc.ABC):
                executor: cf.Executor | None = None, **options: Any) -> Job:
         """Queue a sampling job and return at once.
 
-        Everything is validated here, before any work: the problem against :attr:`properties`,
-        unknown options (:class:`UnknownOptionError` naming the known ones), option values.
-        ``seed`` (int or numpy Generator) makes the result reproducible; None draws a fresh one,
-        recorded in ``result().info["seed"]``.
+        Everything is validated here, before any work (:meth:`validate`): the problem against
+        :attr:`properties`, unknown options (:class:`UnknownOptionError` naming the known ones),
+        option values. ``seed`` (int or numpy Generator) makes the result reproducible; None
+        draws a fresh one, recorded in ``result().info["seed"]``.
         """
-        problem = self.check_problem(problem)
-        num_reads = self._check_num_reads(self._default_num_reads if num_reads is None else num_reads)
-        opts = self._check_options(self._merge_options(options, self._defaults), problem)
-        self._check_run(problem, num_reads, opts)
+        spec = self.validate(problem, num_reads, **options)
         seed = resolve_seed(seed)
         ex = self._executor_for(executor)
         job_id = new_job_id()
         submitted_at = time.time()
         cancel_event = threading.Event() if isinstance(ex, cf.ThreadPoolExecutor) else None
-        fut = ex.submit(_execute, self, problem, num_reads, seed, opts, job_id, submitted_at,
-                        cancel_event)
+        fut = ex.submit(_execute, self, spec, seed, job_id, submitted_at, cancel_event)
         return Job(fut, job_id, self.name, cancel_event=cancel_event, submitted_at=submitted_at)
 
-    sample_async = submit
+    def sample_async(self, problem: IsingProblem, **kwargs: Any) -> Job:
+        """The same as :meth:`submit` (the name DESIGN and dimod-style code use for it)."""
+        return self.submit(problem, **kwargs)
 
     def sample(self, problem: IsingProblem, *, num_reads: int | None = None, seed: Any = None,
                timeout: float | None = None, **options: Any) -> SampleSet:

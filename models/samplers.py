@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures as cf
-import math
 import weakref
 from typing import Any
 
@@ -44,6 +43,7 @@ from kpp_sdk.errors import (
 )
 from kpp_sdk.interop import as_device
 from kpp_sdk.job import InlineExecutor
+from kpp_sdk.options import check_int, check_number
 from kpp_sdk.problem import IsingProblem
 
 try:
@@ -63,8 +63,7 @@ def supports_boltzmann_sampling(device: Device) -> bool:
     if not {"mode", "beta"} <= set(device.OPTIONS):
         return False
     try:
-        opts = device._merge_options({"mode": "sample", "beta": 1.0}, device.options)
-        device._check_options(opts, IsingProblem(np.zeros((2, 2)), np.ones(2)))
+        device.validate(IsingProblem(np.zeros((2, 2)), np.ones(2)), 1, mode="sample", beta=1.0)
     except KppError:
         return False
     return True
@@ -148,8 +147,8 @@ class ModelSampler(abc.ABC):
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
         self.seed = int(seed)
-        self.clamped_steps = _positive_int(clamped_steps, "clamped_steps")
-        self.sample_steps = _positive_int(sample_steps, "sample_steps")
+        self.clamped_steps = check_int(clamped_steps, "clamped_steps", ge=1)
+        self.sample_steps = check_int(sample_steps, "sample_steps", ge=1)
         self._rng = np.random.default_rng(self.seed)
         self._generators: dict[str, torch.Generator] = {}
         self._state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -192,7 +191,7 @@ class ModelSampler(abc.ABC):
 
     def sample(self, model, num_samples: int | None = None) -> torch.Tensor:
         """``num_samples`` states of the model (generation; hidden units sampled, not averaged)."""
-        n = 100 if num_samples is None else _positive_int(num_samples, "num_samples")
+        n = 100 if num_samples is None else check_int(num_samples, "num_samples", ge=1)
         g = self.generator(model.device)
         x = model.random_states(n, g)
         for _ in range(self.sample_steps):
@@ -233,7 +232,7 @@ class ContrastiveDivergence(ModelSampler):
 
     def __init__(self, k: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
-        self.k = _positive_int(k, "k")
+        self.k = check_int(k, "k", ge=1)
 
     def __repr__(self) -> str:
         return f"ContrastiveDivergence(k={self.k})"
@@ -255,8 +254,8 @@ class PersistentContrastiveDivergence(ModelSampler):
 
     def __init__(self, k: int = 1, num_chains: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.k = _positive_int(k, "k")
-        self.num_chains = None if num_chains is None else _positive_int(num_chains, "num_chains")
+        self.k = check_int(k, "k", ge=1)
+        self.num_chains = None if num_chains is None else check_int(num_chains, "num_chains", ge=1)
 
     def __repr__(self) -> str:
         return f"PersistentContrastiveDivergence(k={self.k}, num_chains={self.num_chains})"
@@ -280,7 +279,7 @@ class ExactSampler(ModelSampler):
 
     def __init__(self, num_samples: int = 1000, **kwargs: Any):
         super().__init__(**kwargs)
-        self.num_samples = _positive_int(num_samples, "num_samples")
+        self.num_samples = check_int(num_samples, "num_samples", ge=1)
 
     def negative(self, model, visible=None) -> torch.Tensor:
         return model.rao_blackwellize(self.sample(model, self.num_samples))
@@ -288,7 +287,7 @@ class ExactSampler(ModelSampler):
     def sample(self, model, num_samples=None) -> torch.Tensor:
         from kpp_sdk.exact import all_states, boltzmann_distribution
 
-        n = self.num_samples if num_samples is None else _positive_int(num_samples, "num_samples")
+        n = self.num_samples if num_samples is None else check_int(num_samples, "num_samples", ge=1)
         problem = model.to_ising()
         p = boltzmann_distribution(problem, 1.0)
         idx = self._rng.choice(p.size, size=n, p=p)
@@ -375,8 +374,8 @@ class BoltzmannSampler(ModelSampler):
                  options: dict | None = None, **device_options: Any):
         super().__init__(seed=seed)
         self.device = as_device(device)
-        self.num_reads = _positive_int(num_reads, "num_reads")
-        self.clamped_reads = _positive_int(clamped_reads, "clamped_reads")
+        self.num_reads = check_int(num_reads, "num_reads", ge=1)
+        self.clamped_reads = check_int(clamped_reads, "clamped_reads", ge=1)
         if mode not in self.MODES:
             raise InvalidOptionError(f"mode must be one of {self.MODES}, got {mode!r}")
         if mode == "auto":
@@ -406,7 +405,7 @@ class BoltzmannSampler(ModelSampler):
             self.beta = 1.0
         else:
             self.estimate = False
-            self.beta = _positive_float(beta, "beta")
+            self.beta = check_number(beta, "beta", gt=0)
         lo, hi = (float(b) for b in beta_bounds)
         if not 0 < lo < hi:
             raise InvalidOptionError(f"beta_bounds must be 0 < low < high, got {beta_bounds!r}")
@@ -438,7 +437,7 @@ class BoltzmannSampler(ModelSampler):
         full = dict(options)
         if self.mode == "sample":
             full.update(mode="sample", beta=self.beta)
-        self.device._check_options(self.device._merge_options(full, self.device.options), None)
+        self.device.check_options(**full)
         return dict(options)
 
     def __repr__(self) -> str:
@@ -474,7 +473,7 @@ class BoltzmannSampler(ModelSampler):
         return model.rao_blackwellize(self._draw(model, self.num_reads, persistent=True))
 
     def sample(self, model, num_samples: int | None = None) -> torch.Tensor:
-        n = self.num_reads if num_samples is None else _positive_int(num_samples, "num_samples")
+        n = self.num_reads if num_samples is None else check_int(num_samples, "num_samples", ge=1)
         return self._draw(model, n, persistent=False)
 
     def _submit(self, problem: IsingProblem, num_reads: int, options: dict):
@@ -559,19 +558,3 @@ def as_sampler(obj: Any) -> ModelSampler:
     if isinstance(obj, ModelSampler):
         return obj
     return BoltzmannSampler(as_device(obj))
-
-
-def _positive_int(x: Any, what: str) -> int:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise InvalidOptionError(f"{what} must be a positive integer, got {x!r}")
-    return int(x)
-
-
-def _positive_float(x: Any, what: str) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"{what} must be a positive number, got {x!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise InvalidOptionError(f"{what} must be a positive finite number, got {x!r}")
-    return v

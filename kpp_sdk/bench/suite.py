@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..config import available_cores
 from ..errors import InvalidOptionError, MissingDependencyError
 from ..problem import IsingProblem
 
@@ -67,14 +68,6 @@ __all__ = [
 
 #: Success tolerance: a read reaches the target when ``E <= target + TOL * max(1, |target|)``.
 TOL = 1e-9
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (honours ``taskset``, unlike ``os.cpu_count``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 # --- instances ----------------------------------------------------------------------------------

@@ -297,13 +297,6 @@ class ChangeNotifier:
 # --- workers -------------------------------------------------------------------------------------
 
 
-def _check_submission(device: Device, problem: Any, num_reads: int, options: dict) -> None:
-    """Everything ``device.submit`` checks, without queueing work (raises KppError subclasses)."""
-    device.check_problem(problem)
-    device._check_num_reads(num_reads)
-    device._check_options(device._merge_options(options, device.options), problem)
-
-
 class Dispatcher:
     """Runs stored jobs on the devices: at most ``workers`` at once, oldest first."""
 
@@ -514,7 +507,7 @@ def describe_device(name: str, device: Device, max_request_bytes: int) -> dict:
         name=name,
         properties=wire.DevicePropertiesModel(**props),
         options=wire.encode_options(device.options),
-        default_num_reads=device._default_num_reads,
+        default_num_reads=device.default_num_reads,
         max_request_bytes=max_request_bytes,
     ).model_dump(mode="json")
 
@@ -725,7 +718,7 @@ def create_app(state: ServerState | None):
             problem = wire.decode_problem(req.problem, max_bytes=st.decoded_limit,
                                           max_spins=device.properties.max_spins)
             options = wire.decode_options(req.options, max_bytes=st.decoded_limit)
-            _check_submission(device, problem, req.num_reads, options)
+            device.validate(problem, req.num_reads, **options)
             result_bytes = req.num_reads * ((problem.n + 7) // 8)
             if result_bytes > st.decoded_limit:
                 raise InvalidOptionError(

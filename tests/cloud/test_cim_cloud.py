@@ -18,7 +18,6 @@ from kpp_sdk import (
     InvalidOptionError,
     IsingProblem,
     JobCancelledError,
-    JobFailedError,
     JobStatus,
     NotFoundError,
 )
@@ -143,14 +142,17 @@ def test_cancel_of_a_running_job_stops_it_on_the_server(server):
     assert info["status"] == "CANCELLED" and info["cancel_requested"]
 
 
-def test_a_job_failing_on_the_server_raises_job_failed_error_with_the_reason(server):
+def test_the_server_refuses_at_submit_what_the_device_would_refuse(server):
+    # the server validates with Device.validate, the same checks as a local submit, so a job it
+    # stores is one the device can run (initial_states of the wrong shape used to be stored and
+    # then FAILED)
     dev = server.client()
-    # sa.cpu checks the shape of initial_states when it runs, so this passes submission
-    job = dev.submit(IsingProblem.random_sk(8, seed=0), num_reads=4, seed=0, num_sweeps=10,
-                     initial_states=np.ones((3, 8), dtype=np.int8))
-    with pytest.raises(JobFailedError, match="initial_states"):
-        job.result(timeout=30)
-    assert job.status() is JobStatus.FAILED
+    with pytest.raises(InvalidOptionError, match=r"initial_states must have shape \(4, 8\)"):
+        dev.submit(IsingProblem.random_sk(8, seed=0), num_reads=4, seed=0, num_sweeps=10,
+                   initial_states=np.ones((3, 8), dtype=np.int8))
+    with pytest.raises(InvalidOptionError, match="initial_states must hold only -1 and \\+1"):
+        dev.submit(IsingProblem.random_sk(8, seed=0), num_reads=4, seed=0,
+                   initial_states=np.zeros((4, 8), dtype=np.int8))
 
 
 _CHILD = """

@@ -147,7 +147,7 @@ def test_too_large_problems_are_rejected_before_any_work():
         d.submit(IsingProblem.random_sk(551, seed=0))
     # 550 spins fit; 550 spins plus the ancilla of a field do not fit a 550-spin machine's ring?
     # They do (the ring has 4896 slots); the spin limit is the machine's and counts spins only.
-    d._check_run(IsingProblem.random_sk(550, seed=0, fields=True), 1, d.options)
+    d.validate(IsingProblem.random_sk(550, seed=0, fields=True), 1)
     with pytest.raises(ProblemTooLargeError, match="2000"):
         CIMEmulator(profile="ntt-2000").submit(IsingProblem.random_sk(2001, seed=0))
 

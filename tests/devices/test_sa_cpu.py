@@ -89,7 +89,7 @@ def test_initial_states_and_custom_schedule(sa):
 @pytest.mark.parametrize(
     "options,msg",
     [({"acceptance": "glauber"}, "acceptance"), ({"mode": "sample"}, "needs beta"),
-     ({"mode": "sample", "beta": -1.0}, "positive"), ({"beta_range": (1.0,)}, "pair"),
+     ({"mode": "sample", "beta": -1.0}, "beta must be a finite number > 0"), ({"beta_range": (1.0,)}, "pair"),
      ({"beta_schedule": "cosine"}, "beta_schedule"), ({"num_sweeps": 0}, "num_sweeps"),
      ({"beta_schedule": [0.1, float("nan")]}, r"beta_schedule\[1\]"), ({"num_threads": 0}, "num_threads"),
      ({"beta": 1.0}, "mode='sample'")],

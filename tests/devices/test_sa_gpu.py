@@ -191,7 +191,7 @@ def test_info_records_backend_and_kernel(sa):
 @pytest.mark.parametrize(
     "options,msg",
     [({"acceptance": "glauber"}, "acceptance"), ({"mode": "sample"}, "needs beta"),
-     ({"mode": "sample", "beta": -1.0}, "positive"), ({"beta_range": (1.0,)}, "pair"),
+     ({"mode": "sample", "beta": -1.0}, "beta must be a finite number > 0"), ({"beta_range": (1.0,)}, "pair"),
      ({"beta_schedule": "cosine"}, "beta_schedule"), ({"num_sweeps": 0}, "num_sweeps"),
      ({"beta": 1.0}, "mode='sample'"), ({"backend": "torch"}, "backend"),
      ({"kernel": "magic"}, "kernel"), ({"kernel": "fused"}, "needs backend='cupy'")],
