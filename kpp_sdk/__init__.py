@@ -35,6 +35,7 @@ from .errors import (
     RateLimitError,
     RequestTooLargeError,
     ServerError,
+    SampleSetError,
     SizeMismatchError,
     UnknownOptionError,
 )
@@ -55,7 +56,7 @@ __all__ = [
     "IsingProblem", "QuantizedProblem", "quantize", "SampleSet",
     "get_device", "list_devices", "device_class", "DeviceInfo",
     "KppError", "ProblemError", "EmptyProblemError", "NotSquareError", "AsymmetricCouplingError",
-    "DiagonalCouplingError", "NonFiniteError", "SizeMismatchError", "InvalidSpinsError",
+    "DiagonalCouplingError", "NonFiniteError", "SizeMismatchError", "SampleSetError", "InvalidSpinsError",
     "ProblemFormatError", "ProblemTooLargeError", "DeviceNotFoundError", "UnknownOptionError",
     "InvalidOptionError", "MissingDependencyError", "ConfigError", "JobError", "JobFailedError",
     "JobCancelledError", "JobTimeoutError", "CloudError", "AuthenticationError", "RateLimitError",

@@ -47,6 +47,11 @@ class InvalidSpinsError(ProblemError):
     """Spin configurations are not in {-1, +1} or have the wrong shape."""
 
 
+class SampleSetError(KppError, ValueError):
+    """A sample set is inconsistent with itself or with its problem (counts below 1, stored
+    energies that the problem does not reproduce, sets of different problems joined)."""
+
+
 class ProblemFormatError(ProblemError):
     """A problem file cannot be parsed."""
 

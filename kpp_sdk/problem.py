@@ -275,7 +275,10 @@ class IsingProblem:
         e = -0.5 * np.einsum("ij,ij->i", s, Js) - s @ self._h + self._offset
         return float(e[0]) if single else e
 
-    energies = energy
+    def energies(self, spins: Any) -> np.ndarray:
+        """Energies of many samples, always a 1-D float64 array (dimod's ``energies``; a single
+        sample gives an array of one). :meth:`energy` returns a float for a single sample."""
+        return np.atleast_1d(np.asarray(self.energy(spins), dtype=np.float64))
 
     def local_fields(self, spins: Any) -> np.ndarray:
         """``J s + h`` for each sample: flipping spin i changes the energy by ``2 s_i f_i``."""
@@ -541,14 +544,21 @@ class QuantizedProblem:
     """The result of :func:`quantize`.
 
     ``problem`` has integer-valued coefficients in ``[-(2^(bits-1)-1), 2^(bits-1)-1]``;
-    ``problem ≈ original * scale`` (the offset is scaled but not rounded). ``max_error`` is the worst
-    absolute rounding error of one coefficient in the *original* units.
+    ``problem ≈ original * scale`` (the offset is scaled but not rounded), so ``lsb = 1 / scale``
+    is the size of one integer level in the original units (what the emulator reports as
+    ``coupling_lsb``). ``max_error`` is the worst absolute rounding error of one coefficient in
+    the *original* units.
     """
 
     problem: IsingProblem
     scale: float
     max_error: float
     bits: int
+
+    @property
+    def lsb(self) -> float:
+        """Original units per integer level: ``original ≈ lsb * problem``."""
+        return 1.0 / self.scale
 
     def energy_in_original_units(self, spins: Any) -> np.ndarray | float:
         return self.problem.energy(spins) / self.scale

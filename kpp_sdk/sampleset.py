@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from .errors import InvalidSpinsError, ProblemFormatError, SizeMismatchError
+from .errors import InvalidSpinsError, ProblemFormatError, SampleSetError, SizeMismatchError
 from .problem import IsingProblem
 
-__all__ = ["SampleSet", "Timing"]
+__all__ = ["Sample", "SampleSet", "Timing"]
 
 #: Keys of :attr:`SampleSet.timing`, all in seconds.
 #: ``wall_s``: submit to result on this machine; ``queue_s``: waiting before the device started;
 #: ``device_s``: the time the (real or emulated) hardware spent on the job.
 Timing = dict
+
+
+class Sample(NamedTuple):
+    """One row of a :class:`SampleSet` (what :attr:`SampleSet.first` returns)."""
+
+    spins: np.ndarray
+    energy: float
+    num_occurrences: int
 
 
 class SampleSet:
@@ -67,7 +75,7 @@ class SampleSet:
                     f"num_occurrences has shape {occ.shape}; expected ({s.shape[0]},)"
                 )
             if (occ < 1).any():
-                raise SizeMismatchError("num_occurrences must be >= 1 for every sample")
+                raise SampleSetError("num_occurrences must be >= 1 for every sample")
         self.num_occurrences = occ
         t = {"wall_s": 0.0, "queue_s": 0.0, "device_s": 0.0}
         t.update({k: float(v) for k, v in (timing or {}).items()})
@@ -124,13 +132,38 @@ class SampleSet:
 
     # --- selections ---------------------------------------------------------------------------
 
-    def lowest(self, k: int | None = None) -> "SampleSet":
-        """The ``k`` lowest-energy rows (all rows when ``k`` is None), sorted by energy.
-
-        Not de-duplicated; ties keep the device's order (a stable sort).
-        """
+    def truncate(self, k: int | None = None) -> "SampleSet":
+        """The ``k`` lowest-energy rows (all rows when ``k`` is None), sorted by energy
+        (dimod's ``truncate(n, sorted_by="energy")``). Not de-duplicated; ties keep the device's
+        order (a stable sort)."""
         order = np.argsort(self.energies, kind="stable")
         return self._subset(order if k is None else order[: max(int(k), 0)])
+
+    def lowest(self, rtol: float = 1e-05, atol: float = 1e-08) -> "SampleSet":
+        """The rows whose energy is within tolerance of the lowest (dimod's ``lowest``; the
+        same tolerances), sorted by energy. For the ``k`` lowest rows use :meth:`truncate`."""
+        if isinstance(rtol, (int, np.integer)) and not isinstance(rtol, bool):
+            import warnings
+
+            warnings.warn("SampleSet.lowest(k) is now truncate(k); lowest() keeps dimod's "
+                          "meaning (the rows at the lowest energy)", DeprecationWarning,
+                          stacklevel=2)
+            return self.truncate(int(rtol))
+        if len(self) == 0:
+            return self._subset(np.arange(0))
+        e0 = float(self.energies.min())
+        close = np.isclose(self.energies, e0, rtol=rtol, atol=atol)
+        idx = np.flatnonzero(close)
+        return self._subset(idx[np.argsort(self.energies[idx], kind="stable")])
+
+    @property
+    def first(self) -> "Sample":
+        """The lowest-energy row as ``Sample(spins, energy, num_occurrences)`` (dimod's
+        ``first``); raises :class:`SampleSetError` on an empty set."""
+        if len(self) == 0:
+            raise SampleSetError("the sample set is empty: it has no first sample")
+        i = int(np.argmin(self.energies))
+        return Sample(self.spins[i], float(self.energies[i]), int(self.num_occurrences[i]))
 
     def unique(self) -> "SampleSet":
         """De-duplicated rows with summed occurrences, sorted by energy."""
@@ -141,12 +174,19 @@ class SampleSet:
         order = np.lexsort((first, self.energies[first]))
         return self._subset(first[order], occ[order])
 
+    def aggregate(self) -> "SampleSet":
+        """De-duplicated rows with summed occurrences in the order each state first appears
+        (dimod's ``aggregate``); :meth:`unique` sorts them by energy."""
+        if len(self) == 0:
+            return self._subset(np.arange(0))
+        _, first, inverse = np.unique(self.spins, axis=0, return_index=True, return_inverse=True)
+        occ = np.bincount(inverse.ravel(), weights=self.num_occurrences).astype(np.int64)
+        order = np.argsort(first, kind="stable")
+        return self._subset(first[order], occ[order])
+
     def top_k(self, k: int) -> "SampleSet":
         """The CIM cloud's post-processing: de-duplicate, then keep the ``k`` lowest energies."""
-        return self.unique().lowest(k)
-
-    def aggregate(self) -> "SampleSet":
-        return self.unique()
+        return self.unique().truncate(k)
 
     def energy_histogram(self) -> tuple[np.ndarray, np.ndarray]:
         """Distinct energies (rounded to 1e-9) and their total occurrences."""
@@ -209,7 +249,7 @@ class SampleSet:
             raise ProblemFormatError(f"sample set lacks the field {exc.args[0]!r}") from None
         stored = d.get("energies")
         if stored is not None and not np.allclose(stored, ss.energies, rtol=1e-9, atol=1e-6):
-            raise SizeMismatchError(
+            raise SampleSetError(
                 "stored energies do not match the energies recomputed from the given problem; "
                 "was the sample set produced for a different problem?"
             )
@@ -226,10 +266,10 @@ class SampleSet:
     def concatenate(cls, sets: list["SampleSet"]) -> "SampleSet":
         """Join sets of the same problem (timings add up; info and job id of the first)."""
         if not sets:
-            raise ValueError("nothing to concatenate")
+            raise SampleSetError("nothing to concatenate: give at least one SampleSet")
         p = sets[0].problem
         if any(s.problem is not p and s.problem != p for s in sets):
-            raise SizeMismatchError("sample sets of different problems cannot be concatenated")
+            raise SampleSetError("sample sets of different problems cannot be concatenated")
         timing = {k: sum(s.timing.get(k, 0.0) for s in sets) for k in sets[0].timing}
         return cls(
             p,

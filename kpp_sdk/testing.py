@@ -102,7 +102,8 @@ class DeviceConformance:
         dev, p = self.make_device(), self.problem()
         ss = self.sample(dev, p)
         np.testing.assert_allclose(ss.energies, p.energy(ss.spins), rtol=1e-12, atol=1e-9)
-        assert ss.lowest(1).energies[0] == ss.energies.min()
+        assert ss.truncate(1).energies[0] == ss.energies.min()
+        assert ss.first.energy == ss.energies.min()
 
     def test_timing_and_info_are_reported(self):
         dev, p = self.make_device(), self.problem()

@@ -57,7 +57,7 @@ PASS_THROUGH: Mapping[str, type[E.KppError]] = {
     for cls in (
         E.ProblemError, E.EmptyProblemError, E.NotSquareError, E.AsymmetricCouplingError,
         E.DiagonalCouplingError, E.NonFiniteError, E.SizeMismatchError, E.InvalidSpinsError,
-        E.ProblemFormatError, E.ProblemTooLargeError, E.UnknownOptionError, E.InvalidOptionError,
+        E.SampleSetError, E.ProblemFormatError, E.ProblemTooLargeError, E.UnknownOptionError, E.InvalidOptionError,
         E.DeviceNotFoundError,
     )
 }
@@ -71,6 +71,7 @@ _EXCEPTION_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (E.NotFoundError, 404),
     (E.DeviceNotFoundError, 404),
     (E.ProblemError, 422),
+    (E.SampleSetError, 422),
     (E.UnknownOptionError, 422),
     (E.InvalidOptionError, 422),
 )

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from kpp_sdk import InvalidSpinsError, IsingProblem, SampleSet, SizeMismatchError
+from kpp_sdk import InvalidSpinsError, IsingProblem, SampleSet, SampleSetError, SizeMismatchError
 
 
 @pytest.fixture
@@ -23,12 +23,29 @@ def test_energies_are_recomputed_not_trusted(problem, ss):
     assert ss.spins.dtype == np.int8 and not ss.spins.flags.writeable
 
 
-def test_lowest_sorts_and_keeps_duplicates(ss):
-    low = ss.lowest(10)
+def test_truncate_sorts_and_keeps_duplicates(ss):
+    low = ss.truncate(10)
     assert len(low) == 10
     assert np.all(np.diff(low.energies) >= 0)
     assert low.energies[0] == ss.energies.min()
-    assert len(ss.lowest()) == len(ss)
+    assert len(ss.truncate()) == len(ss)
+
+
+def test_lowest_and_first_mean_what_they_mean_in_dimod(problem):
+    dimod = pytest.importorskip("dimod")
+    rng = np.random.default_rng(3)
+    spins = rng.choice([-1, 1], size=(60, 6)).astype(np.int8)
+    spins[[5, 17, 40]] = spins[np.argmin(problem.energy(spins))]  # several rows at the minimum
+    ours = SampleSet(problem, spins)
+    theirs = dimod.SampleSet.from_samples(spins, dimod.SPIN, energy=problem.energy(spins))
+    assert sorted(ours.lowest().energies) == sorted(theirs.lowest().record.energy)
+    assert len(ours.lowest()) == len(theirs.lowest()) >= 4
+    assert ours.first.energy == theirs.first.energy
+    agg = ours.aggregate()
+    assert [tuple(r) for r in agg.spins] == [tuple(r) for r in
+                                             theirs.aggregate().record.sample]
+    with pytest.warns(DeprecationWarning, match="truncate"):
+        assert len(ours.lowest(7)) == 7
 
 
 def test_unique_sums_occurrences_and_top_k_deduplicates(problem):
@@ -56,7 +73,7 @@ def test_dict_and_json_round_trip(problem, ss, compact):
 
 def test_from_dict_with_the_wrong_problem_is_caught(ss):
     other = IsingProblem.random_sk(6, seed=99, fields=True)
-    with pytest.raises(SizeMismatchError, match="different problem"):
+    with pytest.raises(SampleSetError, match="different problem"):
         SampleSet.from_dict(ss.to_dict(), other)
     with pytest.raises(SizeMismatchError, match="7"):
         SampleSet.from_dict(ss.to_dict(), IsingProblem.random_sk(7, seed=0))
@@ -67,8 +84,10 @@ def test_bad_spins_and_occurrences_rejected(problem):
         SampleSet(problem, np.zeros((2, 6)))
     with pytest.raises(SizeMismatchError):
         SampleSet(problem, np.ones((2, 6)), [1])
-    with pytest.raises(SizeMismatchError):
+    with pytest.raises(SampleSetError, match=">= 1"):
         SampleSet(problem, np.ones((2, 6)), [1, 0])
+    with pytest.raises(SampleSetError, match="nothing to concatenate"):
+        SampleSet.concatenate([])
 
 
 def test_binary_view(problem):
