@@ -283,28 +283,45 @@ def _generation_sampler(args, device, training_sampler):
     return s
 
 
-def _warm_up(sampler, model) -> None:
-    """Run one tiny job of the kind training sends (:meth:`BoltzmannSampler.warm_up`) before
-    the progress bar starts, so that kernels compiled on a machine's first run do not show as
-    a first batch of half a minute; say so when it takes long."""
-    import threading
+@contextlib.contextmanager
+def _compile_notice():
+    """Say "compiling kernels (first run only)" when numba really compiles a kernel (its
+    ``numba:compile`` event; loading one from its cache raises none); yields the list that
+    receives the time compiling started."""
+    started: list[float] = []
+    try:
+        from numba.core import event
+    except ImportError:  # pragma: no cover - numba is a dependency
+        yield started
+        return
 
+    class Notice(event.Listener):
+        def on_start(self, ev):
+            if not started:
+                started.append(time.perf_counter())
+                # os.write: nothing buffered to interleave with
+                os.write(2, b"compiling kernels (first run only) ...\n")
+
+        def on_end(self, ev):
+            pass
+
+    with event.install_listener("numba:compile", Notice()):
+        yield started
+
+
+def _warm_up(sampler, model) -> None:
+    """Run one tiny job of the kinds training sends (:meth:`BoltzmannSampler.warm_up`) before
+    the progress bar starts, so that kernels compiled on a machine's first run do not show as
+    a first batch of half a minute; say so when it compiles."""
     from .samplers import BoltzmannSampler
 
     if not isinstance(sampler, BoltzmannSampler):
         return
-    notice = threading.Timer(1.0, lambda: os.write(
-        2, b"compiling kernels (first run only; later runs load them from the cache) ...\n"))
-    notice.daemon = True
-    notice.start()
-    t0 = time.perf_counter()
-    try:
+    with _compile_notice() as started:
         sampler.warm_up(model)
-    finally:
-        notice.cancel()
-    seconds = time.perf_counter() - t0
-    if seconds > 1.0:
-        print(f"kernels ready after {seconds:.1f} s", file=sys.stderr)
+    if started:
+        print(f"kernels compiled in {time.perf_counter() - started[0]:.1f} s; later runs load "
+              "them from the cache", file=sys.stderr)
 
 
 def _evaluate(model, test, args) -> dict:
