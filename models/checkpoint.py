@@ -23,7 +23,7 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_training_state", "build_model"]
+__all__ = ["build_model", "load_checkpoint", "load_training_state", "save_checkpoint"]
 
 FORMAT = "kpp-model-checkpoint"
 VERSION = 1

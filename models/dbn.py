@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,7 +57,7 @@ class DeepBeliefNetwork(nn.Module):
         without building it (a checkpoint's tensors are checked against them first)."""
         sizes = [int(s) for s in layer_sizes]
         shapes: dict[str, tuple[int, ...]] = {}
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             for key, shape in RestrictedBoltzmannMachine.parameter_shapes(a, b).items():
                 shapes[f"rbms.{i}.{key}"] = shape
         return shapes

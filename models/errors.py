@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kpp_sdk.errors import KppError
 
-__all__ = ["InvalidDataError", "CheckpointError", "TrainingInterrupted"]
+__all__ = ["CheckpointError", "InvalidDataError", "TrainingInterrupted"]
 
 
 class InvalidDataError(KppError, ValueError):

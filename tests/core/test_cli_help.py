@@ -31,7 +31,7 @@ def test_the_top_level_help_lists_every_command_and_every_model_kpp_train_trains
                                                                               monkeypatch):
     text = _help([], capsys, monkeypatch)
     for command in COMMANDS:
-        assert re.search(rf"^\s+{command}\s+\S", text, flags=re.M), command
+        assert re.search(rf"^\s+{command}\s+\S", text, flags=re.MULTILINE), command
     train_line = " ".join(text.split("train", 1)[1].split("emulate")[0].split())
     for model in ("rbm", "bm", "dbn", "qgan", "qdiffusion"):
         assert re.search(rf"\b{model}\b", train_line), (model, train_line)

@@ -18,7 +18,6 @@ from kpp_sdk.models import (
 from kpp_sdk.models.qdiffusion import QDiffusion
 
 
-
 def _payload(model=None, **changes):
     model = model or RestrictedBoltzmannMachine(6, 3)
     p = {"format": "kpp-model-checkpoint", "version": 1, "config": model.config(),

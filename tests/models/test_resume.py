@@ -156,7 +156,7 @@ def test_fit_dbn_stopped_in_its_second_layer_resumes_exactly(tmp_path):
     def sampler():
         return BoltzmannSampler("sa.cpu", num_reads=6, num_sweeps=2, seed=2)
 
-    kw = dict(epochs=2, batch_size=4, lr=0.1, seed=1)
+    kw = {"epochs": 2, "batch_size": 4, "lr": 0.1, "seed": 1}
     straight = dbn()
     expected = fit_dbn(straight, BAS, sampler(), **kw)
     stopped, path = dbn(), tmp_path / "dbn.pt"
@@ -184,7 +184,7 @@ def test_qgan_with_a_device_prior_resumes_exactly(tmp_path):
                            generator=torch.Generator().manual_seed(0))
         return QGAN(prior, hidden=16)
 
-    kw = dict(steps=12, batch_size=8, log_every=5, seed=3)
+    kw = {"steps": 12, "batch_size": 8, "log_every": 5, "seed": 3}
     straight = gan()
     expected = fit_qgan(straight, train, **kw)
     stopped, path = gan(), tmp_path / "qgan.pt"
