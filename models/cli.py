@@ -279,7 +279,6 @@ def _generation_sampler(args, device, training_sampler):
     s = _device_sampler(args, device, 100, sweeps=args.sample_sweeps, seed=args.seed + 1)
     if training_sampler.estimate:
         s.beta = training_sampler.beta  # start from the temperature learned in training
-        s.knob = training_sampler.knob
     return s
 
 
