@@ -143,8 +143,8 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
                         on_checkpoint(snapshot(epoch - 1, b, order, total,
                                                before + time.perf_counter() - t0))
                     raise TrainingInterrupted(
-                        f"stopped in epoch {epoch} of {epochs} after {b} of {num_batches} "
-                        "batches", epoch=epoch - 1, batch=b)
+                        f"stopped in {desc + ', ' if desc else ''}epoch {epoch} of {epochs} "
+                        f"after {b} of {num_batches} batches", epoch=epoch - 1, batch=b)
                 v = data[batches[b].to(data.device)]
                 pos = sampler.positive(model, v)
                 neg = sampler.negative(model, v)
