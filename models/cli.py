@@ -735,11 +735,11 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
     # samples for the figure
     gen_sampler = _generation_sampler(args, device, sampler)
     t0 = time.perf_counter()
-    if args.model == "dbn":
-        _, images = model.generate(100, gen_sampler)
+    if args.model == "dbn":  # the figure shows p(v = 1 | h1), smoother than the binary samples
+        binary, images = model.generate(100, gen_sampler)
     else:
-        images = gen_sampler.sample(model, 100)[:, :V]
-    images = images.detach().cpu().numpy()
+        binary = images = gen_sampler.sample(model, 100)[:, :V]
+    images, binary = images.detach().cpu().numpy(), binary.detach().cpu().numpy()
     sample_s = time.perf_counter() - t0
 
     out.mkdir(parents=True, exist_ok=True)
@@ -751,7 +751,7 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
     _plot_samples(images, ds.image_shape, out / "samples.png", f"samples: {what}")
     _plot_curves(curves, out / "loglik.png", what)
     if ds.train_labels is not None and ds.test_labels is not None:
-        result["sample_quality"] = _digit_quality(images, ds.train, ds.train_labels, ds.test,
+        result["sample_quality"] = _digit_quality(binary, ds.train, ds.train_labels, ds.test,
                                                   ds.test_labels)
     train_epochs = [r for r in history if r.get("epoch", 0) > 0 and "seconds" in r]
     last_ll = next((r for r in reversed(history) if "test_log_likelihood" in r), None)
