@@ -208,3 +208,55 @@ def test_generative_models_reject_bad_options_before_training(tmp_path, capsys):
         code, _, err = _run(capsys, *argv, "--steps", "1", "--out", str(tmp_path / "x"))
         assert code == 2 and message in err, (argv, err)
         assert not (tmp_path / "x").exists()
+
+
+class _Bar:
+    """A tqdm-like object recording what fit shows."""
+
+    def __init__(self):
+        self.labels, self.updates = [], 0
+
+    def set_description(self, text, refresh=True):
+        self.labels.append(text)
+
+    def update(self, n):
+        self.updates += n
+
+    def set_postfix(self, *a, **k):
+        pass
+
+
+def test_the_progress_bar_names_the_epoch_and_the_dbn_layer():
+    import torch
+    from kpp_sdk.models import DeepBeliefNetwork, RestrictedBoltzmannMachine, fit, fit_dbn
+    from kpp_sdk.models.datasets import load_dataset
+    from kpp_sdk.models.samplers import PersistentContrastiveDivergence
+
+    data = torch.as_tensor(load_dataset("bas").train)
+    bar = _Bar()
+    fit(RestrictedBoltzmannMachine(9, 3), data, PersistentContrastiveDivergence(seed=0),
+        epochs=3, batch_size=5, progress=bar)
+    assert bar.labels == ["epoch 1/3", "epoch 2/3", "epoch 3/3"] and bar.updates == 9
+    bar = _Bar()
+    fit_dbn(DeepBeliefNetwork([9, 4, 3]), data, PersistentContrastiveDivergence(seed=0),
+            epochs=2, batch_size=7, progress=bar)
+    assert bar.labels == ["layer 1/2, epoch 1/2", "layer 1/2, epoch 2/2",
+                          "layer 2/2, epoch 1/2", "layer 2/2, epoch 2/2"]
+
+
+def test_the_compile_notice_shows_when_numba_compiles_and_only_then(capfd):
+    import numba
+
+    from kpp_sdk.models.cli import _compile_notice
+
+    def fresh():  # a function numba has not seen: calling it compiles
+        return numba.njit(cache=False)(lambda x: x + 1)
+
+    with _compile_notice() as started:
+        fresh()(1)
+    assert started and "compiling kernels (first run only)" in capfd.readouterr().err
+    f = fresh()
+    f(1)  # compiled before the notice is watching
+    with _compile_notice() as started:
+        f(2)
+    assert not started and "compiling" not in capfd.readouterr().err
