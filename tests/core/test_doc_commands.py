@@ -10,7 +10,6 @@ one's output (``--resume runs/sa/checkpoint.pt``); the shipped data files are fo
 source checkout.
 """
 
-import os
 import re
 import shlex
 import signal
@@ -43,7 +42,7 @@ SMALL = {
 
 def _commands_in(text: str) -> list[str]:
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
         for line in block.splitlines():
             line = line.split(" # ")[0].strip()
             if line and not line.startswith("#"):

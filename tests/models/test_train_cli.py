@@ -246,7 +246,6 @@ def test_the_progress_bar_names_the_epoch_and_the_dbn_layer():
 
 def test_the_compile_notice_shows_when_numba_compiles_and_only_then(capfd):
     import numba
-
     from kpp_sdk.models.cli import _compile_notice
 
     def fresh():  # a function numba has not seen: calling it compiles
