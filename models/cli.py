@@ -514,6 +514,7 @@ class _Run:
         self.cli: dict = {}  # what the command keeps in the checkpoint besides the loop state
         self.extra: dict = {}
         self.last_loop: dict | None = None
+        self._rng = None
         if args.resume:
             from .checkpoint import load_training_state
 
@@ -564,11 +565,15 @@ class _Run:
 
         from .checkpoint import save_checkpoint
 
+        if loop is not self.last_loop or self._rng is None:
+            # the process-wide stream when the loop state was taken: the final save after
+            # sampling and plotting keeps it, so a resumed run with more epochs matches
+            self._rng = torch.get_rng_state()
         self.last_loop = loop
         training = None
         if loop is not None:
             training = {"format": "kpp-train", "settings": _settings(self.args), "loop": loop,
-                        "torch_rng": torch.get_rng_state(), "cli": self.cli}
+                        "torch_rng": self._rng, "cli": self.cli}
         return save_checkpoint(self.out / "checkpoint.pt", model,
                                extra={**self.extra, "complete": complete}, training=training)
 

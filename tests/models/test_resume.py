@@ -329,3 +329,26 @@ def test_the_log_holds_plain_settings_and_the_samples_behind_the_figure(tmp_path
     # the reference: real held-out digits are confidently classified, in every class
     assert q["held_out_classes"] == 10 and q["held_out_confidence"] > 0.75
     assert q["classifier_test_accuracy"] > 0.85
+
+
+def test_a_finished_kpp_train_run_resumed_with_more_epochs_equals_the_longer_run(tmp_path,
+                                                                                capsys):
+    from kpp_sdk.cli import main
+
+    base = ["train", "rbm", "--dataset", "bas", "--hidden", "4", "--batch-size", "5",
+            "--sample-sweeps", "5", "--no-progress"]
+    assert main(base + ["--epochs", "4", "--out", str(tmp_path / "long")]) == 0
+    assert main(base + ["--epochs", "2", "--out", str(tmp_path / "short")]) == 0
+    assert main(base + ["--epochs", "4", "--out", str(tmp_path / "short"),
+                        "--resume", str(tmp_path / "short" / "checkpoint.pt")]) == 0
+    a, _ = load_checkpoint(tmp_path / "long" / "checkpoint.pt")
+    b, _ = load_checkpoint(tmp_path / "short" / "checkpoint.pt")
+    _same_weights(a, b)
+    assert _run_log(tmp_path / "short") == _run_log(tmp_path / "long")
+    assert [r["epoch"] for r in _run_log(tmp_path / "long")] == [0, 1, 2, 3, 4]
+    capsys.readouterr()
+    # other settings are refused, naming them, before any work
+    assert main(base + ["--epochs", "5", "--lr", "0.2", "--out", str(tmp_path / "other"),
+                        "--resume", str(tmp_path / "short" / "checkpoint.pt")]) == 2
+    assert "--lr 0.05 (now 0.2)" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
