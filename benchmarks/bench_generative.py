@@ -7,10 +7,10 @@ model quality, not speed).
 
 QGAN: the same GAN (generator, discriminator, optimiser, steps) with three latent priors: an RBM
 sampled on ``--device`` and trained jointly, independent fair bits, a standard Gaussian.
-Metrics (:mod:`kpp_sdk.models.sample_quality`) on as many samples as held-out digits:
-nearest-neighbour distance sample -> held-out (``nn_precision``) and held-out -> sample
-(``nn_recall``), the classifier score; the same for training images as the reference. A figure
-of samples per prior is written to ``--out``.
+Metrics (:mod:`kpp_sdk.models.sample_quality`) on as many samples as held-out digits: the
+mean nearest-neighbour distance sample -> held-out (``sample_to_data_distance``) and held-out ->
+sample (``data_to_sample_distance``), the classifier score; the same for training images as the
+reference. A figure of samples per prior is written to ``--out``.
 
 Q-Diffusion: the masked-diffusion proposal trained ``S`` steps, then the Boltzmann energy trained
 ``S_E`` NCE steps with the proposal frozen, against the proposal alone (the same network) and a

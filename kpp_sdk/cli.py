@@ -31,6 +31,34 @@ PLUGIN_COMMANDS = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """The help layout of every ``kpp`` command. A description's paragraphs are wrapped to the
+    terminal, except those with indented lines (examples, tables), which keep their layout. An
+    option's default is shown once, as "(default: X)", unless its help states it already or
+    there is none worth showing (None, False, an empty list)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for para in text.strip("\n").split("\n\n"):
+            lines = para.splitlines()
+            if any(line.startswith(" ") for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(para.split()), width, initial_indent=indent,
+                                         subsequent_indent=indent))
+        return "\n\n".join(out)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or not action.option_strings or default is None
+                or default is False or default == [] or default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
     import importlib
 
@@ -117,26 +145,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kpp", description="kpp-sdk: Ising machines from Python.")
+    parser = argparse.ArgumentParser(
+        prog="kpp", formatter_class=HelpFormatter,
+        description="kpp-sdk: Ising machines (QBoson's coherent Ising machine, its emulator and "
+                    "simulated annealing) from Python and PyTorch.",
+        epilog="Run 'kpp COMMAND --help' for a command's options. Errors you can fix print one "
+               "line and exit with status 2.")
     parser.add_argument("--version", action="version", version=f"kpp-sdk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("devices", help="list registered devices and their limits",
+                       formatter_class=HelpFormatter,
                        description="List the registered devices and their limits, or with "
                                    "--options NAME one device's options.")
     p.add_argument("--options", metavar="NAME", default=None,
                    help="print the options of device NAME (name, default, allowed values, doc)")
     p.set_defaults(func=cmd_devices)
 
-    p = sub.add_parser("sample", help="sample a problem file on a device")
+    p = sub.add_parser("sample", help="sample a problem file on a device",
+                       formatter_class=HelpFormatter,
+                       description="Sample an Ising problem file on a device and print the "
+                                   "lowest energies found.\n\nexample:\n  kpp sample "
+                                   "problem.json --device sa.cpu --num-reads 100 --seed 0 "
+                                   "--out result.json")
     p.add_argument("file", help="problem file: .npz, .json or a rudy/Gset edge list (.txt)")
-    p.add_argument("--device", default="sa.cpu", help="device name (see `kpp devices`)")
-    p.add_argument("--num-reads", type=int, default=None, help="number of reads (samples)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (reproducible results)")
+    p.add_argument("--device", default="sa.cpu", help="device name (see: kpp devices)")
+    p.add_argument("--num-reads", type=int, default=None,
+                   help="number of reads (samples; default: the device's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (the same seed gives the same samples)")
     p.add_argument("--top", type=int, default=5, help="how many best distinct energies to print")
     p.add_argument("--out", default=None, help="write the full result as JSON here")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="device option, e.g. -o num_sweeps=2000 -o acceptance=gibbs")
+                   help="device option, e.g. -o num_sweeps=2000 -o acceptance=gibbs (repeatable; "
+                        "see: kpp devices --options NAME)")
     p.set_defaults(func=cmd_sample)
 
     _add_plugin_commands(sub)

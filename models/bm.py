@@ -62,6 +62,13 @@ class BoltzmannMachine(AbstractBoltzmannMachine):
     def _config(self) -> dict:
         return {"num_visible": self.num_visible, "num_hidden": self.num_hidden}
 
+    @staticmethod
+    def parameter_shapes(num_visible: int, num_hidden: int = 0) -> dict[str, tuple[int, ...]]:
+        """The ``state_dict`` shapes of a model built with this configuration, computed
+        without building it (a checkpoint's tensors are checked against them first)."""
+        n = int(num_visible) + int(num_hidden)
+        return {"quadratic_coef": (n, n), "linear_bias": (n,)}
+
     def symmetrized_quadratic_coef(self) -> torch.Tensor:
         """``W``: symmetric, zero diagonal, built from the strict upper triangle."""
         upper = self.quadratic_coef.triu(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,17 @@ class DeepBeliefNetwork(nn.Module):
 
     def config(self) -> dict:
         return {"class": type(self).__name__, "layer_sizes": list(self.layer_sizes)}
+
+    @staticmethod
+    def parameter_shapes(layer_sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """The ``state_dict`` shapes of a model built with this configuration, computed
+        without building it (a checkpoint's tensors are checked against them first)."""
+        sizes = [int(s) for s in layer_sizes]
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            for key, shape in RestrictedBoltzmannMachine.parameter_shapes(a, b).items():
+                shapes[f"rbms.{i}.{key}"] = shape
+        return shapes
 
     def extra_repr(self) -> str:
         return f"layer_sizes={self.layer_sizes}"

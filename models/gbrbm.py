@@ -73,6 +73,13 @@ class GaussianBernoulliRBM(AbstractBoltzmannMachine):
     def _config(self) -> dict:
         return {"num_visible": self.num_visible, "num_hidden": self.num_hidden}
 
+    @staticmethod
+    def parameter_shapes(num_visible: int, num_hidden: int) -> dict[str, tuple[int, ...]]:
+        """The ``state_dict`` shapes of a model built with this configuration, computed
+        without building it (a checkpoint's tensors are checked against them first)."""
+        V, H = int(num_visible), int(num_hidden)
+        return {"mu": (V,), "log_var": (V,), "quadratic_coef": (V, H), "linear_bias": (H,)}
+
     @property
     def num_spins(self) -> int:
         return self.num_hidden

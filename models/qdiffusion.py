@@ -399,6 +399,25 @@ class QDiffusion(nn.Module):
     def config(self) -> dict:
         return {"class": "QDiffusion", **self.diffusion.config()}
 
+    @staticmethod
+    def parameter_shapes(seq_len: int, vocab_size: int, hidden: int = 512,
+                         num_layers: int = 2) -> dict[str, tuple[int, ...]]:
+        """The ``state_dict`` shapes of a model built with this configuration, computed
+        without building it (a checkpoint's tensors are checked against them first)."""
+        L, V, H = int(seq_len), int(vocab_size), int(hidden)
+        shapes: dict[str, tuple[int, ...]] = {"energy_offset": (),
+                                              "diffusion.embed.weight": (L * (V + 1), H)}
+        for i in range(int(num_layers)):
+            b = f"diffusion.blocks.{i}"
+            shapes.update({f"{b}.0.weight": (H,), f"{b}.0.bias": (H,),
+                           f"{b}.1.weight": (2 * H, H), f"{b}.1.bias": (2 * H,),
+                           f"{b}.3.weight": (H, 2 * H), f"{b}.3.bias": (H,)})
+        shapes.update({"diffusion.norm.weight": (H,), "diffusion.norm.bias": (H,),
+                       "diffusion.out.weight": (L * V, H), "diffusion.out.bias": (L * V,),
+                       "energy_model.quadratic_coef": (L * V, L * V),
+                       "energy_model.linear_bias": (L * V,)})
+        return shapes
+
     def parameters_energy(self) -> list[nn.Parameter]:
         return [*self.energy_model.parameters(), self.energy_offset]
 
@@ -539,20 +558,48 @@ class QDiffusion(nn.Module):
 # --- training loops --------------------------------------------------------------------------------
 
 
-def _bar(progress: Any, total: int, desc: str):
+def _bar(progress: Any, total: int, desc: str, initial: int = 0):
     if progress is True:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="step")
+        return tqdm(total=total, initial=min(initial, total), desc=desc, unit="step")
     return progress or None
+
+
+def _resume(state: Any, kind: str, g: torch.Generator, optimizers: dict, **expected: Any):
+    """Restore a step loop from ``state`` (:func:`fit_diffusion`, :func:`fit_energy`): returns
+    ``(steps done, seconds so far, history, running sums)``."""
+    from .training import _check_state
+
+    _check_state(state, kind, **expected)
+    g.set_state(state["generator"])
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state[name])
+    return (int(state["step"]), float(state["seconds"]), [dict(r) for r in state["history"]],
+            [float(v) for v in state["sums"]])
+
+
+def _stop_here(stop, on_checkpoint, snapshot, step: int, steps: int, what: str) -> None:
+    from .errors import TrainingInterrupted
+
+    if stop is not None and stop():
+        if on_checkpoint is not None:
+            on_checkpoint(snapshot(step))
+        raise TrainingInterrupted(f"stopped after step {step} of {steps} ({what})", epoch=step)
 
 
 def fit_diffusion(model: QDiffusion | MaskedDiffusion, corpus: TextCorpus, *, steps: int = 2000,
                   batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
                   progress: Any = False, log_every: int = 100,
-                  callback: Callable[[int, float], None] | None = None) -> list[dict]:
+                  callback: Callable[[int, float], None] | None = None,
+                  state: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None,
+                  stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train the proposal with :func:`diffusion_loss` (AdamW, cosine learning-rate decay) on
-    random training windows; returns ``{"step", "loss", "seconds"}`` every ``log_every`` steps."""
+    random training windows; returns ``{"step", "loss", "seconds"}`` every ``log_every`` steps.
+
+    ``state``, ``on_checkpoint`` (called at every logged step), ``stop`` (polled before every
+    step): stop and resume with the results of an uninterrupted run, as in
+    :func:`kpp_sdk.models.qgan.fit_qgan`."""
     net = model.diffusion if isinstance(model, QDiffusion) else model
     if steps < 0 or batch_size < 1:
         raise InvalidDataError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
@@ -564,10 +611,24 @@ def fit_diffusion(model: QDiffusion | MaskedDiffusion, corpus: TextCorpus, *, st
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
-    bar = _bar(progress, steps, "diffusion")
-    history, run, t0 = [], 0.0, time.perf_counter()
+    expected = {"steps": steps, "batch_size": batch_size, "log_every": log_every}
+    done, elapsed, history, (run,) = 0, 0.0, [], [0.0]
+    if state is not None:
+        done, elapsed, history, (run,) = _resume(state, "diffusion", g,
+                                                 {"optimizer": opt, "scheduler": sched},
+                                                 **expected)
+    t0 = time.perf_counter() - elapsed
+
+    def snapshot(step: int) -> dict:
+        return {"kind": "diffusion", **expected, "step": step,
+                "seconds": time.perf_counter() - t0, "generator": g.get_state(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "history": [dict(r) for r in history], "sums": [run]}
+
+    bar = _bar(progress, steps, "diffusion", done)
     dev = net.out.weight.device
-    for step in range(1, steps + 1):
+    for step in range(done + 1, steps + 1):
+        _stop_here(stop, on_checkpoint, snapshot, step - 1, steps, "diffusion")
         x0 = corpus.windows("train", net.seq_len, batch_size, g).to(dev)
         loss = diffusion_loss(net, x0, g)
         opt.zero_grad(set_to_none=True)
@@ -585,6 +646,8 @@ def fit_diffusion(model: QDiffusion | MaskedDiffusion, corpus: TextCorpus, *, st
             if callback is not None:
                 callback(step, run / n)
             run = 0.0
+            if on_checkpoint is not None:
+                on_checkpoint(snapshot(step))
     if bar is not None and progress is True:
         bar.close()
     return history
@@ -592,22 +655,38 @@ def fit_diffusion(model: QDiffusion | MaskedDiffusion, corpus: TextCorpus, *, st
 
 def fit_energy(model: QDiffusion, corpus: TextCorpus, *, steps: int = 1000, batch_size: int = 128,
                lr: float = 3e-3, weight_decay: float = 1e-4, mask_steps: int = 4, seed: int = 0,
-               progress: Any = False, log_every: int = 100) -> list[dict]:
+               progress: Any = False, log_every: int = 100, state: dict | None = None,
+               on_checkpoint: Callable[[dict], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train ``E_QBM`` by NCE (:func:`nce_loss`) with the proposal frozen: positives are training
     windows; each is masked at a level of the ``mask_steps``-step sampler (the number of still
     masked positions before one of its steps, chosen uniformly) and denoised by the proposal to
     give its negative. Adam on the energy's parameters; returns ``{"step", "loss", "accuracy",
-    "seconds"}`` (accuracy: the logistic classifier's, 0.5 = chance)."""
+    "seconds"}`` (accuracy: the logistic classifier's, 0.5 = chance).
+
+    ``state``, ``on_checkpoint``, ``stop``: as in :func:`fit_diffusion`."""
     if steps < 0 or batch_size < 1:
         raise InvalidDataError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     sizes = reveal_schedule(model.seq_len, mask_steps)
     levels = torch.tensor([model.seq_len - sum(sizes[:k]) for k in range(len(sizes))])
     g = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters_energy(), lr=lr, weight_decay=weight_decay)
-    bar = _bar(progress, steps, "energy (NCE)")
-    history, run, acc, t0 = [], 0.0, 0.0, time.perf_counter()
+    expected = {"batch_size": batch_size, "log_every": log_every, "mask_steps": mask_steps}
+    done, elapsed, history, (run, acc) = 0, 0.0, [], [0.0, 0.0]
+    if state is not None:
+        done, elapsed, history, (run, acc) = _resume(state, "energy", g, {"optimizer": opt},
+                                                     **expected)
+    t0 = time.perf_counter() - elapsed
+
+    def snapshot(step: int) -> dict:
+        return {"kind": "energy", **expected, "step": step, "seconds": time.perf_counter() - t0,
+                "generator": g.get_state(), "optimizer": opt.state_dict(),
+                "history": [dict(r) for r in history], "sums": [run, acc]}
+
+    bar = _bar(progress, steps, "energy (NCE)", done)
     dev = model.energy_offset.device
-    for step in range(1, steps + 1):
+    for step in range(done + 1, steps + 1):
+        _stop_here(stop, on_checkpoint, snapshot, step - 1, steps, "energy")
         x0 = corpus.windows("train", model.seq_len, batch_size, g).to(dev)
         m = levels[torch.randint(0, len(levels), (batch_size,), generator=g)].to(dev)
         with torch.no_grad():
@@ -629,6 +708,8 @@ def fit_energy(model: QDiffusion, corpus: TextCorpus, *, steps: int = 1000, batc
             if bar is not None and hasattr(bar, "set_postfix"):
                 bar.set_postfix(nce=f"{run / n:.3f}", acc=f"{acc / n:.3f}")
             run, acc = 0.0, 0.0
+            if on_checkpoint is not None:
+                on_checkpoint(snapshot(step))
     if bar is not None and progress is True:
         bar.close()
     return history

@@ -33,6 +33,7 @@ cost needs no ``Z`` and uses only the prior's samples — exactly what a device 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -251,7 +252,9 @@ class QGAN(nn.Module):
 
 def fit_qgan(gan: QGAN, data: Any, *, steps: int = 3000, batch_size: int = 64,
              lr: float = 2e-4, prior_lr: float = 1e-2, entropy_weight: float = 0.1,
-             seed: int = 0, progress: Any = False, log_every: int = 100) -> list[dict]:
+             seed: int = 0, progress: Any = False, log_every: int = 100,
+             state: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None,
+             stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train ``gan`` on ``data`` (``(N, data_dim)`` in ``[0, 1]``, checked first): per step one
     discriminator and one generator update (Adam, betas (0.5, 0.999)) on ``batch_size`` real
     images and as many codes from the prior; a :class:`BoltzmannPrior` is updated in the same
@@ -259,7 +262,17 @@ def fit_qgan(gan: QGAN, data: Any, *, steps: int = 3000, batch_size: int = 64,
 
     Returns every ``log_every`` steps: ``step``, ``d_loss``, ``g_loss``, ``seconds`` and, for a
     Boltzmann prior, ``prior_device_s`` (device time of the last draw) and
-    ``prior_code_entropy`` (plug-in entropy in bits of the codes of the last draws)."""
+    ``prior_code_entropy`` (plug-in entropy in bits of the codes of the last draws).
+
+    ``on_checkpoint(state)`` is called at every logged step with the loop's complete state
+    (optimisers, random streams, the prior sampler's chains, the history); ``stop()`` is
+    polled before every step and, when True, the state is handed over and
+    :class:`~kpp_sdk.models.TrainingInterrupted` raised. A saved ``state`` passed back (with
+    the weights from the same checkpoint and the same settings) continues the run with the
+    results of one that never stopped (as :func:`kpp_sdk.models.fit`)."""
+    from .errors import TrainingInterrupted
+    from .training import _check_state
+
     x = torch.as_tensor(np.asarray(data, dtype=np.float32))
     if x.ndim != 2 or x.shape[1] != gan.data_dim:
         raise InvalidDataError(
@@ -274,16 +287,49 @@ def fit_qgan(gan: QGAN, data: Any, *, steps: int = 3000, batch_size: int = 64,
     boltzmann = isinstance(gan.prior, BoltzmannPrior)
     opt_p = (torch.optim.SGD(gan.prior.model.parameters(), lr=prior_lr, momentum=0.5)
              if boltzmann else None)
+    history: list[dict] = []
+    sums, done, elapsed = [0.0, 0.0], 0, 0.0
+    codes: list[torch.Tensor] = []
+    if state is not None:
+        _check_state(state, "qgan", num_examples=int(x.shape[0]), batch_size=batch_size,
+                     log_every=log_every, prior=type(gan.prior).__name__)
+        done, elapsed = int(state["step"]), float(state["seconds"])
+        g.set_state(state["generator"])
+        opt_d.load_state_dict(state["opt_d"])
+        opt_g.load_state_dict(state["opt_g"])
+        if boltzmann:
+            opt_p.load_state_dict(state["opt_p"])
+            gan.prior.sampler.load_state_dict(state["sampler"], gan.prior.model)
+        history = [dict(r) for r in state["history"]]
+        sums, codes = [float(v) for v in state["sums"]], list(state["codes"])
+
+    def snapshot(step: int, seconds: float) -> dict:
+        st = {"kind": "qgan", "step": step, "seconds": seconds, "num_examples": int(x.shape[0]),
+              "batch_size": batch_size, "log_every": log_every,
+              "prior": type(gan.prior).__name__, "generator": g.get_state(),
+              "opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(),
+              "history": [dict(r) for r in history], "sums": list(sums),
+              "codes": [c.clone() for c in codes]}
+        if boltzmann:
+            st["opt_p"] = opt_p.state_dict()
+            st["sampler"] = gan.prior.sampler.state_dict(gan.prior.model)
+        return st
+
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"qgan ({type(gan.prior).__name__})", unit="step")
+        bar = tqdm(total=steps, initial=min(done, steps),
+                   desc=f"qgan ({type(gan.prior).__name__})", unit="step")
     elif progress:
         bar = progress
-    history, sums, t0 = [], [0.0, 0.0], time.perf_counter()
-    codes: list[torch.Tensor] = []
-    for step in range(1, steps + 1):
+    t0 = time.perf_counter() - elapsed
+    for step in range(done + 1, steps + 1):
+        if stop is not None and stop():
+            if on_checkpoint is not None:
+                on_checkpoint(snapshot(step - 1, time.perf_counter() - t0))
+            raise TrainingInterrupted(f"stopped after step {step - 1} of {steps}",
+                                      epoch=step - 1)
         real = x[torch.randint(0, x.shape[0], (batch_size,), generator=g)]
         z = gan.prior.sample(batch_size, g).float()
         fake = gan.generator(z)
@@ -319,6 +365,8 @@ def fit_qgan(gan: QGAN, data: Any, *, steps: int = 3000, batch_size: int = 64,
             if bar is not None and hasattr(bar, "set_postfix"):
                 bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}")
             sums = [0.0, 0.0]
+            if on_checkpoint is not None:
+                on_checkpoint(snapshot(step, time.perf_counter() - t0))
     if bar is not None and progress is True:
         bar.close()
     return history

@@ -69,6 +69,13 @@ class RestrictedBoltzmannMachine(AbstractBoltzmannMachine):
     def _config(self) -> dict:
         return {"num_visible": self.num_visible, "num_hidden": self.num_hidden}
 
+    @staticmethod
+    def parameter_shapes(num_visible: int, num_hidden: int) -> dict[str, tuple[int, ...]]:
+        """The ``state_dict`` shapes of a model built with this configuration, computed
+        without building it (a checkpoint's tensors are checked against them first)."""
+        V, H = int(num_visible), int(num_hidden)
+        return {"quadratic_coef": (V, H), "linear_bias": (V + H,)}
+
     @property
     def visible_bias(self) -> torch.Tensor:
         """``a`` (a view of ``linear_bias``)."""

@@ -1,10 +1,11 @@
 """Offline sample-quality metrics for generated images (8x8 digits and the like).
 
-* Nearest-neighbour distances (Euclidean, pixels in [0, 1]): ``nn_precision`` is the mean
-  distance from each sample to its nearest held-out image (low: samples look like real images);
-  ``nn_recall`` the mean distance from each held-out image to its nearest sample (low: the
-  samples cover the data; a generator that repeats one good digit scores well on the first and
-  badly on the second). The same numbers for held-out data against an equally large set of
+* Nearest-neighbour distances (Euclidean, pixels in [0, 1]; lower is better):
+  ``sample_to_data_distance`` is the mean distance from each sample to its nearest held-out
+  image (low: samples look like real images); ``data_to_sample_distance`` the mean distance from
+  each held-out image to its nearest sample (low: the samples cover the data; a generator that
+  repeats one good digit scores well on the first and badly on the second). They play the roles
+  of precision and recall but are distances, not fractions. The same numbers for held-out data against an equally large set of
   training images are the reference a perfect generator would reach.
 * A classifier-based score: a multinomial logistic regression (torch, L-BFGS) fitted on the
   training images and labels; ``classifier_score = exp(E_x KL(p(y | x) || p(y)))`` (the inception score's form, at
@@ -95,13 +96,14 @@ class DigitClassifier:
 
 def sample_quality(samples: Any, test: Any, *, classifier: DigitClassifier | None = None,
                    ) -> dict[str, float]:
-    """``nn_precision``, ``nn_recall`` (module docstring) of ``samples`` against held-out
-    ``test`` images, plus the classifier scores when a ``classifier`` is given."""
+    """``sample_to_data_distance``, ``data_to_sample_distance`` (module docstring) of
+    ``samples`` against held-out ``test`` images, plus the classifier scores when a
+    ``classifier`` is given."""
     s = _as_2d(samples, "samples")
     t = _as_2d(test, "test")
     out: dict[str, float] = {
-        "nn_precision": float(nearest_neighbour_distances(s, t).mean()),
-        "nn_recall": float(nearest_neighbour_distances(t, s).mean()),
+        "sample_to_data_distance": float(nearest_neighbour_distances(s, t).mean()),
+        "data_to_sample_distance": float(nearest_neighbour_distances(t, s).mean()),
     }
     if classifier is not None:
         out.update(classifier.score(s))

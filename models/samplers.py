@@ -175,6 +175,52 @@ class ModelSampler(abc.ABC):
         else:
             self._state.pop(model, None)
 
+    # --- state, for checkpoints ----------------------------------------------------------------
+
+    def state_dict(self, model=None) -> dict:
+        """What decides the next draws: the random streams and, with ``model``, that model's
+        persistent chains (tensors and plain values, for :func:`~kpp_sdk.models.save_checkpoint`).
+        :meth:`load_state_dict` of it on a sampler built with the same arguments continues the
+        same draws, so a training run resumed from a checkpoint gives the results of one that
+        never stopped."""
+        state: dict = {"rng": self._rng.bit_generator.state,
+                       "generators": {k: g.get_state() for k, g in self._generators.items()}}
+        chains = None if model is None else self._state.get(model)
+        if chains is not None:
+            state["chains"] = (torch.from_numpy(np.array(chains)) if isinstance(chains, np.ndarray)
+                               else chains.detach().cpu().clone())
+        return state
+
+    def load_state_dict(self, state: dict, model=None) -> None:
+        """Restore :meth:`state_dict` output (:class:`~kpp_sdk.models.CheckpointError` if it
+        does not fit this sampler)."""
+        from .errors import CheckpointError
+
+        try:
+            rng_state = state["rng"]
+            generators = {}
+            for key, g_state in state["generators"].items():
+                g = torch.Generator(device=key)
+                g.set_state(g_state)
+                generators[key] = g
+            self._rng.bit_generator.state = rng_state
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"the saved sampler state does not fit {self!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        self._generators = generators
+        if model is not None:
+            chains = state.get("chains")
+            if chains is None:
+                self._state.pop(model, None)
+            else:
+                self._state[model] = self._chains_from_state(chains, model)
+
+    def _chains_from_state(self, chains: torch.Tensor, model):
+        """Persistent chains as :meth:`negative` keeps them (torch states on the model's
+        device here; device spins in :class:`BoltzmannSampler`)."""
+        return chains.to(model.device)
+
     def positive(self, model, visible) -> torch.Tensor:
         """Data states ``(B', num_nodes)``: the visible data with hidden units from ``p(h | v)``
         (their expectation where exact)."""
@@ -445,6 +491,25 @@ class BoltzmannSampler(ModelSampler):
         return (f"BoltzmannSampler(device={self.device.name!r}, num_reads={self.num_reads}, "
                 f"mode={self.mode!r}, beta={beta!r})")
 
+    def state_dict(self, model=None) -> dict:
+        """As :meth:`ModelSampler.state_dict`, plus the running ``beta`` and the thermostat's
+        knob (``beta="estimate"``)."""
+        return {**super().state_dict(model), "beta": float(self.beta), "knob": float(self.knob)}
+
+    def load_state_dict(self, state: dict, model=None) -> None:
+        from .errors import CheckpointError
+
+        super().load_state_dict(state, model)
+        try:
+            self.beta, self.knob = float(state["beta"]), float(state["knob"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"the saved sampler state does not fit {self!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _chains_from_state(self, chains: torch.Tensor, model):
+        return chains.cpu().numpy().astype(np.int8, copy=True)
+
     # --- checks ---------------------------------------------------------------------------------
 
     def check(self, model) -> None:
@@ -468,6 +533,33 @@ class BoltzmannSampler(ModelSampler):
                 "machine with biases needs")
 
     # --- sampling ---------------------------------------------------------------------------------
+
+    def warm_up(self, model) -> None:
+        """Run one tiny job of the kinds training sends for ``model`` (two reads of its
+        problem, with the same options and, where used, initial states; for coupled hidden
+        units also a clamped job), outside this sampler's random streams and state, so that a
+        device compiling kernels on first use does it now rather than in the first batch."""
+        fixed: dict = {}
+        if self.mode == "sample":
+            fixed.update(mode="sample", beta=self.beta)
+        if self.thermostat:
+            fixed["temperature"] = self.knob
+        problem = model.to_ising()
+        reads = min(2, self.num_reads)
+        jobs = [(problem, dict(self.device_options))]
+        if (self.persistent and self.mode == "sample" and "initial_states" in self.device.OPTIONS
+                and "initial_states" not in self.device_options):
+            start = np.where(np.arange(reads * problem.n).reshape(reads, problem.n) % 2, 1, -1)
+            jobs.append((problem, {**self.device_options, "initial_states": start.astype(np.int8)}))
+        if model.num_hidden and not model.exact_hidden_conditional:
+            visible = torch.zeros(1, model.num_visible, dtype=model.dtype, device=model.device)
+            jobs.append((model.clamped_ising(visible), dict(self.clamped_options)))
+        for p, options in jobs:
+            p = _scaled(p, 1.0 / self.beta)
+            if p.is_sparse and not self.device.properties.supports_sparse:
+                p = p.to_dense()
+            self.device.sample(p, num_reads=reads, seed=0, executor=self.executor,
+                               **options, **fixed)
 
     def negative(self, model, visible=None) -> torch.Tensor:
         return model.rao_blackwellize(self._draw(model, self.num_reads, persistent=True))

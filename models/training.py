@@ -28,14 +28,34 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _progress(progress: Any, total: int, desc: str | None):
+def _progress(progress: Any, total: int, desc: str | None, initial: int = 0):
     if progress is False or progress is None:
         return None
     if progress is True:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="batch", leave=True)
+        return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=True)
     return progress  # a tqdm-like object the caller manages
+
+
+def _epoch_label(desc: str | None, epoch: int, epochs: int) -> str:
+    return f"{desc + ', ' if desc else ''}epoch {epoch}/{epochs}"
+
+
+def _check_state(state: Any, kind: str, **expected: Any) -> dict:
+    """A training state handed back for resuming: the right kind, and the settings that fix
+    the batches (``expected``) unchanged."""
+    from .errors import CheckpointError
+
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        got = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"the training state to resume is not a {kind} state (got {got!r})")
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise CheckpointError(
+                f"the training state to resume was saved with {key}={state.get(key)!r}, this run "
+                f"has {key}={value!r}; resume with the settings of the run that saved it")
+    return state
 
 
 def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int = 10,
@@ -43,7 +63,9 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
         lr: float = 0.05, momentum: float = 0.5, weight_decay: float = 0.0,
         seed: int | None = 0,
         callback: Callable[[int, AbstractBoltzmannMachine, dict], dict | None] | None = None,
-        progress: Any = False, desc: str | None = None) -> list[dict]:
+        progress: Any = False, desc: str | None = None, state: dict | None = None,
+        on_checkpoint: Callable[[dict], None] | None = None,
+        stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train ``model`` on ``data`` by stochastic gradient descent on
     ``model.objective(sampler.positive(model, v), sampler.negative(model, v))``.
 
@@ -54,13 +76,25 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
     :class:`~kpp_sdk.ProblemTooLargeError`). ``optimizer`` defaults to :func:`make_optimizer`.
     ``seed`` fixes the order of the batches. ``callback(epoch, model, stats)`` runs after each
     epoch; a dict it returns is merged into that epoch's stats (evaluations, for instance).
-    ``progress``: True for a tqdm bar, or a tqdm-like object.
+    ``progress``: True for a tqdm bar (its label reads ``epoch k/K``), or a tqdm-like object.
+
+    Stopping and resuming: ``on_checkpoint(state)`` is called after every epoch with the
+    loop's complete state (epochs and batches done, the batch order's random stream, the
+    optimizer's and the sampler's state, the history so far: tensors and plain values, to be
+    stored with :func:`~kpp_sdk.models.save_checkpoint`). ``stop()`` is polled before every
+    batch; when it returns True the loop hands ``on_checkpoint`` the state at that batch
+    boundary and raises :class:`~kpp_sdk.models.TrainingInterrupted`. Passing a saved
+    ``state`` back, with the model's weights from the same checkpoint and the same data,
+    sampler, optimizer settings and ``batch_size``, continues the run: the result is, weight
+    for weight, that of a run that never stopped (``epochs`` may be raised to train longer).
 
     Returns one dict per epoch: ``epoch``, ``objective`` (mean over batches), ``seconds``
     (training only, callback excluded), ``sampler`` (the sampler's ``last`` report) and what the
     callback added.
     """
     from kpp_sdk.models.samplers import as_sampler
+
+    from .errors import TrainingInterrupted
 
     if epochs < 0 or batch_size < 1:
         raise InvalidDataError(
@@ -73,14 +107,45 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
     g.manual_seed(0 if seed is None else int(seed))
     n = data.shape[0]
     num_batches = -(-n // batch_size)
-    bar = _progress(progress, epochs * num_batches, desc)
-    history = []
+    done_epochs, done_batches, history = 0, 0, []
+    partial = {"objective_sum": 0.0, "seconds": 0.0}
+    if state is not None:
+        _check_state(state, "fit", num_examples=n, batch_size=batch_size)
+        done_epochs, done_batches = int(state["epoch"]), int(state["batch"])
+        g.set_state(state["order"])
+        opt.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"], model)
+        history = [dict(r) for r in state["history"]]
+        partial = {k: float(state[k]) for k in partial}
+
+    def snapshot(epoch_done: int, batch: int, order: torch.Tensor, objective_sum: float,
+                 seconds: float) -> dict:
+        return {"kind": "fit", "epoch": epoch_done, "batch": batch, "order": order,
+                "num_examples": n, "batch_size": batch_size, "objective_sum": objective_sum,
+                "seconds": seconds, "optimizer": opt.state_dict(),
+                "sampler": sampler.state_dict(model), "history": [dict(r) for r in history]}
+
+    bar = _progress(progress, epochs * num_batches, desc,
+                    initial=min(done_epochs * num_batches + done_batches, epochs * num_batches))
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(done_epochs + 1, epochs + 1):
+            if bar is not None and hasattr(bar, "set_description"):
+                bar.set_description(_epoch_label(desc, epoch, epochs), refresh=False)
+            order = g.get_state()
+            batches = _batches(n, batch_size, g)
+            first = done_batches if epoch == done_epochs + 1 else 0
+            total, before = ((partial["objective_sum"], partial["seconds"]) if first
+                             else (0.0, 0.0))
             t0 = time.perf_counter()
-            total = 0.0
-            for idx in _batches(n, batch_size, g):
-                v = data[idx.to(data.device)]
+            for b in range(first, num_batches):
+                if stop is not None and stop():
+                    if on_checkpoint is not None:
+                        on_checkpoint(snapshot(epoch - 1, b, order, total,
+                                               before + time.perf_counter() - t0))
+                    raise TrainingInterrupted(
+                        f"stopped in {desc + ', ' if desc else ''}epoch {epoch} of {epochs} "
+                        f"after {b} of {num_batches} batches", epoch=epoch - 1, batch=b)
+                v = data[batches[b].to(data.device)]
                 pos = sampler.positive(model, v)
                 neg = sampler.negative(model, v)
                 loss = model.objective(pos, neg)
@@ -91,7 +156,7 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
                 if bar is not None:
                     bar.update(1)
             stats = {"epoch": epoch, "objective": total / num_batches,
-                     "seconds": time.perf_counter() - t0, "sampler": dict(sampler.last)}
+                     "seconds": before + time.perf_counter() - t0, "sampler": dict(sampler.last)}
             if callback is not None:
                 extra = callback(epoch, model, stats)
                 if extra:
@@ -101,6 +166,8 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
                     if bar is not None and shown:
                         bar.set_postfix(shown)
             history.append(stats)
+            if on_checkpoint is not None:
+                on_checkpoint(snapshot(epoch, 0, g.get_state(), 0.0, 0.0))
     finally:
         if bar is not None and progress is True:
             bar.close()
@@ -111,13 +178,16 @@ def fit_dbn(dbn: DeepBeliefNetwork, data: Any, sampler: Any, *, epochs: int = 10
             seed: int | None = 0,
             callback: Callable[[int, int, AbstractBoltzmannMachine, dict], dict | None]
             | None = None,
-            progress: Any = False, **fit_kwargs: Any) -> list[list[dict]]:
+            progress: Any = False, state: dict | None = None,
+            on_checkpoint: Callable[[dict], None] | None = None,
+            stop: Callable[[], bool] | None = None, **fit_kwargs: Any) -> list[list[dict]]:
     """Greedy layer-wise training: RBM ``l`` is trained with :func:`fit` for ``epochs`` on binary
     samples of layer ``l`` given the data (:meth:`DeepBeliefNetwork.sample_up`).
 
     ``sampler``: one sampler for every layer (state is kept per RBM), or a callable
     ``layer_index -> sampler``; every layer is checked against its sampler before any training.
-    ``callback(layer, epoch, rbm, stats)``. Returns one history per layer.
+    ``callback(layer, epoch, rbm, stats)``. ``state``, ``on_checkpoint``, ``stop``: as in
+    :func:`fit` (the state also records the layer). Returns one history per layer.
     """
     from kpp_sdk.models.samplers import ModelSampler, as_sampler
 
@@ -132,14 +202,27 @@ def fit_dbn(dbn: DeepBeliefNetwork, data: Any, sampler: Any, *, epochs: int = 10
         s.check(rbm)
     g = torch.Generator(device=dbn.device)
     g.manual_seed(0 if seed is None else int(seed))
-    histories = []
-    for layer, (rbm, s) in enumerate(zip(dbn.rbms, samplers, strict=True)):
+    start, histories, fit_state = 0, [], None
+    if state is not None:
+        _check_state(state, "dbn", num_layers=dbn.num_layers)
+        start, fit_state = int(state["layer"]), state["fit"]
+        histories = [[dict(r) for r in h] for h in state["histories"]]
+        g.set_state(state["up_order"])
+    for layer in range(start, dbn.num_layers):
+        rbm, s = dbn.rbms[layer], samplers[layer]
+        up_order = g.get_state()
         x = dbn.sample_up(data, layer, g)
         cb = None if callback is None else (
             lambda e, m, st, _layer=layer: callback(_layer, e, m, st))
+        save = None if on_checkpoint is None else (
+            lambda st, _layer=layer, _up=up_order: on_checkpoint(
+                {"kind": "dbn", "num_layers": dbn.num_layers, "layer": _layer, "up_order": _up,
+                 "histories": [[dict(r) for r in h] for h in histories], "fit": st}))
         histories.append(fit(rbm, x, s, epochs=epochs,
                              seed=None if seed is None else seed + layer, callback=cb,
-                             progress=progress, desc=f"layer {layer + 1}", **fit_kwargs))
+                             progress=progress, desc=f"layer {layer + 1}/{dbn.num_layers}",
+                             state=fit_state if layer == start else None,
+                             on_checkpoint=save, stop=stop, **fit_kwargs))
     return histories
 
 

@@ -1,22 +1,15 @@
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from kpp_sdk.instances import instance_root
 
-
-def _shared_data() -> Path:
-    env = os.environ.get("KPP_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-SHARED_DATA = _shared_data()
-CIM_INSTANCES = SHARED_DATA / "cim-instances"
+#: The benchmark instances the package ships (SK, MC50, Gset: kpp_sdk/data/cim_instances).
+CIM_INSTANCES = instance_root()
 
 
 @pytest.fixture(scope="session")
 def cim_instances() -> Path:
-    if not CIM_INSTANCES.is_dir():
-        pytest.skip(f"shared instance data not found at {CIM_INSTANCES} (set KPP_SHARED_DATA)")
+    if not CIM_INSTANCES.is_dir():  # only in a broken installation: the package ships them
+        pytest.fail(f"the package's instance data is missing ({CIM_INSTANCES}); reinstall kpp-sdk")
     return CIM_INSTANCES

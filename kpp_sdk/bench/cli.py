@@ -21,11 +21,27 @@ import sys
 SUITE_CHOICES = ("quick", "full", "smoke")
 
 
+DESCRIPTION = """\
+Benchmark every registered device against the peer solvers from PyPI, on the same instances.
+
+examples:
+  kpp bench --suite quick --out bench-results       # < 5 minutes on 2 cores
+  kpp bench --suite full --out bench-full           # every instance, longer ladders
+  kpp bench --suite quick --solvers sa.cpu,"openjij SA" --out one-pair
+
+Writes results.md (a table of solvers, a table per instance: best and mean energy, success
+probability per read, time to target, throughput, energy at a fixed time), energy_vs_time.png
+and results.json (every read's energy) into --out. Devices that are not available and peers
+that are not installed keep their row, with the reason.
+"""
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..cli import HelpFormatter
+
     p = subparsers.add_parser(
         "bench", help="benchmark every device against the peer solvers; writes a table and a plot",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("--suite", choices=SUITE_CHOICES, default="quick",
                    help="quick (< 5 min on 2 cores), full, or smoke (one tiny instance: a "
                         "self-check of the set-up)")

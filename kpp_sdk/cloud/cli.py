@@ -17,8 +17,11 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve", help="serve devices over HTTP for the cim.cloud device",
-        description="Serve registered devices over the kpp wire format (docs/cloud.md). Tokens "
-                    "come from --tokens-file and/or the KPP_SERVER_TOKENS environment variable.")
+        description="Serve registered devices over the kpp wire format (docs/cloud.md). Every "
+                    "request carries one of the accepted tokens (a secret per client: who may "
+                    "submit jobs, at what rate), from --tokens-file and/or the "
+                    "KPP_SERVER_TOKENS environment variable; --no-auth serves without tokens, "
+                    "on a loopback --host only.")
     p.add_argument("--device", action="append", dest="devices", metavar="NAME",
                    help="a device to serve (repeatable; the first is the default) [sa.cpu]")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -44,7 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start with the workers paused (resume: POST /v1/admin/workers/resume)")
     p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, seconds running jobs get before they are re-queued [10]")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="least severe server log events printed [info]")
     p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate")
     p.add_argument("--ssl-keyfile", default=None, help="the certificate's key")
     p.add_argument("--openapi", metavar="FILE",

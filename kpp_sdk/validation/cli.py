@@ -19,11 +19,26 @@ import argparse
 import json
 
 
+DESCRIPTION = """\
+Solve a problem on the CIM emulator and plot the pulses as the machine works.
+
+Runs one task (--runs runs, the cloud's 2,000 by default) with the cloud's post-processing
+(de-duplicate, Top-K by energy), prints the best energies, the emulated device time and the wall
+time, and with --plot draws the in-phase amplitude of every pulse over the round trips of one
+run beside the pump schedule (the amplitudes bifurcate to +-A; their signs are the spins).
+
+examples:
+  kpp emulate kpp_sdk/data/cim_instances/MC50/MC50_N=50_1.npz --plot amplitudes.png
+  kpp emulate kpp_sdk/data/cim_instances/SK/SK1_N=100_1.npz --top 10 --feedback cac --out r.json
+"""
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..cli import HelpFormatter
+
     p = subparsers.add_parser(
         "emulate", help="solve a problem on the CIM emulator and plot the pulse amplitudes",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("file", help="problem file: .npz, .json or a rudy/Gset edge list (.txt)")
     p.add_argument("--profile", default="qboson-550",
                    help="hardware profile: qboson-550, ntt-2000 or ideal")
@@ -56,6 +71,23 @@ def _check_out(path: str | None, suffixes: tuple[str, ...], what: str) -> None:
                                  "create it first")
 
 
+def _check_profile(name: str) -> None:
+    """An unknown --profile is named, with the closest known one and the list, in the
+    command line's spelling."""
+    import difflib
+
+    from ..emulator import list_profiles
+    from ..errors import InvalidOptionError
+
+    known = list_profiles()
+    if name.strip().lower() in known:
+        return
+    close = difflib.get_close_matches(name.strip().lower(), known, n=1, cutoff=0.6)
+    hint = f"did you mean --profile {close[0]}? " if close else ""
+    raise InvalidOptionError(f"unknown --profile {name!r}; {hint}known profiles: "
+                             f"{', '.join(known)}")
+
+
 def cmd_emulate(args: argparse.Namespace) -> int:
     from ..io import atomic_write
     from ..problem import IsingProblem
@@ -66,6 +98,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     if args.top < 1:
         from ..errors import InvalidOptionError
         raise InvalidOptionError(f"--top must be >= 1, got {args.top}")
+    _check_profile(args.profile)
     problem = IsingProblem.load(args.file)
     device = get_device("cim.emulator", profile=args.profile)
     opts = dict(output="topk", runs=args.runs, round_trips=args.round_trips,

@@ -1,29 +1,20 @@
-"""Shared helpers for the emulator tests: the benchmark instances of shared/data/cim-instances."""
+"""Shared helpers for the emulator tests: the benchmark instances the package ships
+(kpp_sdk/data/cim_instances)."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kpp_sdk.instances import instance_root
 
-def _instances_dir() -> Path:
-    env = os.environ.get("KPP_CIM_INSTANCES")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "data" / "cim-instances"
-
-
-INSTANCES = _instances_dir()
+INSTANCES = instance_root()
 
 
 def load_instance(kind: str, n: int, i: int):
     """(J, ground_energy) of SK1_N=n_i or MC50_N=n_i, with J = -W (cim-optimizer convention)."""
-    if not INSTANCES.is_dir():
-        pytest.skip(f"benchmark instances not found at {INSTANCES}")
+    if not INSTANCES.is_dir():  # only in a broken installation: the package ships them
+        pytest.fail(f"the package's instance data is missing ({INSTANCES}); reinstall kpp-sdk")
     if kind == "SK":
         W = np.load(INSTANCES / "SK" / f"SK1_N={n}_{i}.npz")
         g = np.load(INSTANCES / "SK" / f"SK1_N={n}_ground_energies.npz")["arr_0"][i]

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from kpp_sdk.emulator import CIMParameters, simulate, spectral_bounds
 
-ahc = pytest.importorskip("cim_optimizer.AHC", reason="V4 needs cim-optimizer (pip install)")
+ahc = pytest.importorskip("cim_optimizer.AHC",
+                          reason="V4 compares with cim-optimizer: pip install -e '.[bench]'")
 torch = pytest.importorskip("torch")
 
 STEPS = 1000

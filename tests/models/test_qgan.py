@@ -113,10 +113,10 @@ def test_sample_quality_separates_real_digits_noise_and_a_collapsed_generator():
     noise = sample_quality(np.random.default_rng(0).random((300, 64)), test, classifier=clf)
     collapsed = sample_quality(np.repeat(test[:1], 300, axis=0), test, classifier=clf)
     assert real["classifier_score"] > 5 and real["class_coverage"] == 10
-    assert noise["nn_precision"] > 2 * real["nn_precision"]
+    assert noise["sample_to_data_distance"] > 2 * real["sample_to_data_distance"]
     assert collapsed["class_coverage"] == 1 and collapsed["classifier_score"] < 1.01
-    assert collapsed["nn_precision"] < 1e-6 < real["nn_precision"]
-    assert collapsed["nn_recall"] > 1.5 * real["nn_recall"]
+    assert collapsed["sample_to_data_distance"] < 1e-6 < real["sample_to_data_distance"]
+    assert collapsed["data_to_sample_distance"] > 1.5 * real["data_to_sample_distance"]
 
 
 def test_bad_input_is_rejected_before_training():

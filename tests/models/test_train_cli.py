@@ -83,18 +83,29 @@ def test_train_dbn_reports_layer_curves_and_classifier_accuracy(tmp_path, capsys
     assert "classifier test accuracy" in stdout
 
 
-def test_resume_from_a_checkpoint_of_another_shape_fails_before_training(tmp_path, capsys):
+def test_resume_with_other_settings_or_a_checkpoint_of_another_shape_fails_before_training(
+        tmp_path, capsys):
+    from kpp_sdk.models import RestrictedBoltzmannMachine, save_checkpoint
+
     first = tmp_path / "a"
     assert _run(capsys, "rbm", "--dataset", "bas", "--hidden", "4", "--epochs", "1",
                 "--out", str(first))[0] == 0
     code, _, err = _run(capsys, "rbm", "--dataset", "bas", "--hidden", "5", "--epochs", "1",
                         "--resume", str(first / "checkpoint.pt"), "--out", str(tmp_path / "b"))
     assert code == 2
-    assert "quadratic_coef has shape (9, 4) in the checkpoint and (9, 5)" in err
+    assert "saved by a run with other settings: --hidden '4' (now '5')" in err
     assert not (tmp_path / "b").exists()
+    # a checkpoint without a training state (saved from Python) gives the starting weights
+    plain = save_checkpoint(tmp_path / "plain.pt", RestrictedBoltzmannMachine(9, 4))
+    code, _, err = _run(capsys, "rbm", "--dataset", "bas", "--hidden", "5", "--epochs", "1",
+                        "--resume", str(plain), "--out", str(tmp_path / "c"))
+    assert code == 2
+    assert "quadratic_coef has shape (9, 4) in the checkpoint and (9, 5)" in err
+    assert not (tmp_path / "c").exists()
     code, _, err = _run(capsys, "rbm", "--dataset", "bas", "--hidden", "4", "--epochs", "1",
-                        "--resume", str(first / "checkpoint.pt"), "--out", str(tmp_path / "c"))
+                        "--resume", str(plain), "--out", str(tmp_path / "d"))
     assert code == 0, err
+    assert "holds no training state" in err
 
 
 class _TinyDevice(Device):
@@ -160,8 +171,12 @@ def test_train_qgan_with_a_boltzmann_prior_on_sa_cpu_writes_samples_and_metrics(
     assert log["model"]["prior"] == "BoltzmannPrior" and log["model"]["latent_dim"] == 6
     assert log["device"]["name"] == "sa.cpu"
     q = log["result"]["sample_quality"]
-    assert q["nn_precision"] > 0 and 1 <= q["class_coverage"] <= 10
-    assert "nn_precision" in stdout and "classifier_score" in stdout
+    assert q["sample_to_data_distance"] > 0 and 1 <= q["class_coverage"] <= 10
+    # every metric printed with its name spelled out and what it means (no bare "nn_precision")
+    assert "sample -> nearest held-out digit" in stdout and "lower: samples look like" in stdout
+    assert "classifier score" in stdout and "nn_precision" not in stdout
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (100, 64) and samples.min() >= 0 and samples.max() <= 1
 
 
 def test_train_qdiffusion_reports_both_perplexity_bounds_and_samples(tmp_path, capsys):
@@ -193,3 +208,54 @@ def test_generative_models_reject_bad_options_before_training(tmp_path, capsys):
         code, _, err = _run(capsys, *argv, "--steps", "1", "--out", str(tmp_path / "x"))
         assert code == 2 and message in err, (argv, err)
         assert not (tmp_path / "x").exists()
+
+
+class _Bar:
+    """A tqdm-like object recording what fit shows."""
+
+    def __init__(self):
+        self.labels, self.updates = [], 0
+
+    def set_description(self, text, refresh=True):
+        self.labels.append(text)
+
+    def update(self, n):
+        self.updates += n
+
+    def set_postfix(self, *a, **k):
+        pass
+
+
+def test_the_progress_bar_names_the_epoch_and_the_dbn_layer():
+    import torch
+    from kpp_sdk.models import DeepBeliefNetwork, RestrictedBoltzmannMachine, fit, fit_dbn
+    from kpp_sdk.models.datasets import load_dataset
+    from kpp_sdk.models.samplers import PersistentContrastiveDivergence
+
+    data = torch.as_tensor(load_dataset("bas").train)
+    bar = _Bar()
+    fit(RestrictedBoltzmannMachine(9, 3), data, PersistentContrastiveDivergence(seed=0),
+        epochs=3, batch_size=5, progress=bar)
+    assert bar.labels == ["epoch 1/3", "epoch 2/3", "epoch 3/3"] and bar.updates == 9
+    bar = _Bar()
+    fit_dbn(DeepBeliefNetwork([9, 4, 3]), data, PersistentContrastiveDivergence(seed=0),
+            epochs=2, batch_size=7, progress=bar)
+    assert bar.labels == ["layer 1/2, epoch 1/2", "layer 1/2, epoch 2/2",
+                          "layer 2/2, epoch 1/2", "layer 2/2, epoch 2/2"]
+
+
+def test_the_compile_notice_shows_when_numba_compiles_and_only_then(capfd):
+    import numba
+    from kpp_sdk.models.cli import _compile_notice
+
+    def fresh():  # a function numba has not seen: calling it compiles
+        return numba.njit(cache=False)(lambda x: x + 1)
+
+    with _compile_notice() as started:
+        fresh()(1)
+    assert started and "compiling kernels (first run only)" in capfd.readouterr().err
+    f = fresh()
+    f(1)  # compiled before the notice is watching
+    with _compile_notice() as started:
+        f(2)
+    assert not started and "compiling" not in capfd.readouterr().err
