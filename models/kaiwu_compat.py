@@ -95,6 +95,24 @@ class AbstractBoltzmannMachine(_Base):
         self.__dict__["_kpp_dtype"] = value
 
     @property
+    def num_visible(self) -> int:
+        """Visible units; a plugin-style model that never sets it has all units visible."""
+        value = self._hint("_kpp_num_visible", None)
+        return value if value is not None else self._hint("_kpp_num_nodes", 0)
+
+    @num_visible.setter
+    def num_visible(self, value: int) -> None:
+        self.__dict__["_kpp_num_visible"] = int(value)
+
+    @property
+    def num_hidden(self) -> int:
+        return self._hint("_kpp_num_hidden", 0)
+
+    @num_hidden.setter
+    def num_hidden(self, value: int) -> None:
+        self.__dict__["_kpp_num_hidden"] = int(value)
+
+    @property
     def num_nodes(self) -> int:
         hint = self._hint("_kpp_num_nodes", None)
         return hint if hint is not None else self.num_visible + self.num_hidden
