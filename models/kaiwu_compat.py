@@ -180,7 +180,8 @@ class AbstractBoltzmannMachine(_Base):
             return self._states_from_solution(sampler.solve(self.get_ising_matrix()))
         return _Base.sample(self, sampler, num_samples)
 
-    def _states_from_solution(self, solution: Any) -> torch.Tensor:
+    def _units_from_solution(self, solution: Any) -> torch.Tensor:
+        """The Ising-view units ``(s a + 1) / 2`` of an optimizer's rows ``[s, a]``."""
         s = np.asarray(solution, dtype=np.float64)
         s = s[None, :] if s.ndim == 1 else s
         if s.ndim != 2 or s.shape[1] != self.num_spins + 1:
@@ -189,12 +190,15 @@ class AbstractBoltzmannMachine(_Base):
         if not np.isin(s, (-1.0, 1.0)).all():
             warnings.warn("the optimizer returned values other than -1/+1; mapped with "
                           "(s * ancilla + 1) / 2 as kaiwu-torch-plugin does", RuntimeWarning,
-                          stacklevel=3)
-            x = (s[:, :-1] * s[:, -1:] + 1) / 2
-            return torch.as_tensor(x, device=self.device, dtype=self.dtype)
-        from kpp_sdk.problem import IsingProblem
+                          stacklevel=4)
+        return torch.as_tensor((s[:, :-1] * s[:, -1:] + 1) / 2, device=self.device,
+                               dtype=self.dtype)
 
-        return self.states_from_spins(IsingProblem.spins_from_kaiwu(s, self.num_spins))
+    def _states_from_solution(self, solution: Any) -> torch.Tensor:
+        x = self._units_from_solution(solution)
+        if ((x == 0) | (x == 1)).all():
+            return self.states_from_spins(2 * x - 1)
+        return x
 
 
 class BoltzmannMachine(_BoltzmannMachine, AbstractBoltzmannMachine):
@@ -357,24 +361,10 @@ class GaussianBernoulliRestrictedBoltzmannMachine(_GaussianBernoulliRBM, Abstrac
         """Bernoulli units from ``sampler`` (through the Kaiwu matrix of their marginal) and the
         Gaussian units at their conditional means ``mu + W h``, as the plugin returns them."""
         if is_kaiwu_optimizer(sampler):
-            h = AbstractBoltzmannMachine.sample(self, sampler)
-            h = h[:, self.num_gaussian:] if h.shape[1] == self.num_nodes else h
+            h = self._units_from_solution(sampler.solve(self.get_ising_matrix()))
         else:
             h = _Base.sample(self, sampler, num_samples)[:, self.num_gaussian:]
         return self.infer_from_bernoulli(h, no_random=True)
-
-    def states_from_spins(self, spins, generator=None) -> torch.Tensor:
-        if self.__dict__.get("_bernoulli_only"):
-            return _Base.states_from_spins(self, spins, generator)
-        return _GaussianBernoulliRBM.states_from_spins(self, spins, generator)
-
-    def _states_from_solution(self, solution: Any) -> torch.Tensor:
-        # the Kaiwu path of sample(): Bernoulli units only, the Gaussian ones come after
-        self.__dict__["_bernoulli_only"] = True
-        try:
-            return AbstractBoltzmannMachine._states_from_solution(self, solution)
-        finally:
-            self.__dict__["_bernoulli_only"] = False
 
 
 class UnsupervisedDBN(DeepBeliefNetwork):
