@@ -58,6 +58,7 @@ PASS_THROUGH: Mapping[str, type[E.KppError]] = {
         E.ProblemError, E.EmptyProblemError, E.NotSquareError, E.AsymmetricCouplingError,
         E.DiagonalCouplingError, E.NonFiniteError, E.SizeMismatchError, E.InvalidSpinsError,
         E.ProblemFormatError, E.ProblemTooLargeError, E.UnknownOptionError, E.InvalidOptionError,
+        E.InvalidOptionTypeError,
         E.DeviceNotFoundError,
     )
 }

@@ -173,6 +173,8 @@ def test_initial_states_generators_tile_none_random_and_mismatch():
     assert [int(r[0]) for r in tiled.record.sample] == [1, -1, 1, -1, 1]
     assert len(_frozen().sample(CHAIN, initial_states=init, num_reads=1)) == 1
     assert len(_frozen().sample(CHAIN, initial_states=init, num_reads=7)) == 7
+    empty = (np.empty((0, 10)), list(CHAIN.variables))  # extended by random states
+    assert len(_frozen().sample(CHAIN, initial_states=empty, num_reads=6)) == 6
     with pytest.raises(ValueError):
         _frozen().sample(CHAIN, initial_states=init, initial_states_generator="none",
                          num_reads=3)
