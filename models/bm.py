@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import (MAX_ENUMERATION_UNITS, AbstractBoltzmannMachine, is_kaiwu_optimizer,
-                   iter_binary_states)
+from .base import (
+    MAX_ENUMERATION_UNITS,
+    AbstractBoltzmannMachine,
+    is_kaiwu_optimizer,
+    iter_binary_states,
+)
 from .errors import InvalidDataError
 
 __all__ = ["BoltzmannMachine"]

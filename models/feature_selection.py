@@ -28,8 +28,14 @@ from torch import nn
 
 from kpp_sdk.problem import IsingProblem
 
-__all__ = ["FeatureSelectionWrapper", "QuadraticLinearSolver", "solve_qubo", "qubo_objective",
-           "AVAILABLE_SOLVERS", "CARDINALITY_PENALTY"]
+__all__ = [
+    "AVAILABLE_SOLVERS",
+    "CARDINALITY_PENALTY",
+    "FeatureSelectionWrapper",
+    "QuadraticLinearSolver",
+    "qubo_objective",
+    "solve_qubo",
+]
 
 #: Solver names :func:`solve_qubo` knows (a Device, a device name or a Kaiwu optimizer work too).
 AVAILABLE_SOLVERS = ("local_search", "sa", "kaiwu_cim")

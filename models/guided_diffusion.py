@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SequenceTokenSpec", "GuidedDiffusionConfig", "EnergyModel", "EnergyGuidedDiffusion"]
+__all__ = ["EnergyGuidedDiffusion", "EnergyModel", "GuidedDiffusionConfig", "SequenceTokenSpec"]
 
 
 @dataclass(frozen=True)

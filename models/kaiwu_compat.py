@@ -21,6 +21,7 @@ RBM keeps given ``linear_bias``/``quadratic_coef`` (the plugin re-initialised th
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -37,21 +38,52 @@ from .dbn import DeepBeliefNetwork
 from .errors import InvalidDataError
 from .feature_selection import FeatureSelectionWrapper, QuadraticLinearSolver
 from .gbrbm import GaussianBernoulliRBM as _GaussianBernoulliRBM
-from .guided_diffusion import (EnergyGuidedDiffusion, EnergyModel, GuidedDiffusionConfig,
-                               SequenceTokenSpec)
-from .qvae import (QVAE, AutoEncoderBase, DistUtil, Exponential, FactorialBernoulliUtil,
-                   MixtureGeneric, SmoothingDist, sigmoid_cross_entropy_with_logits)
+from .guided_diffusion import (
+    EnergyGuidedDiffusion,
+    EnergyModel,
+    GuidedDiffusionConfig,
+    SequenceTokenSpec,
+)
+from .qvae import (
+    QVAE,
+    AutoEncoderBase,
+    DistUtil,
+    Exponential,
+    FactorialBernoulliUtil,
+    MixtureGeneric,
+    SmoothingDist,
+    sigmoid_cross_entropy_with_logits,
+)
 from .rbm import RestrictedBoltzmannMachine as _RestrictedBoltzmannMachine
 
 __version__ = "0.3.0"
 
-__all__ = ["AbstractBoltzmannMachine", "BoltzmannMachine", "RestrictedBoltzmannMachine",
-           "GaussianBernoulliRestrictedBoltzmannMachine", "UnsupervisedDBN", "QVAE",
-           "EnergyModel", "QDiffusion", "QDiffusionConfig", "SequenceTokenSpec",
-           "FeatureSelectionWrapper", "QuadraticLinearSolver", "plugin", "MixtureGeneric",
-           "FactorialBernoulliUtil", "Exponential", "SmoothingDist", "DistUtil",
-           "AutoEncoderBase", "sigmoid_cross_entropy_with_logits", "enable_usage_stats",
-           "disable_usage_stats", "is_usage_stats_enabled", "kpp_caller_context"]
+__all__ = [
+    "QVAE",
+    "AbstractBoltzmannMachine",
+    "AutoEncoderBase",
+    "BoltzmannMachine",
+    "DistUtil",
+    "EnergyModel",
+    "Exponential",
+    "FactorialBernoulliUtil",
+    "FeatureSelectionWrapper",
+    "GaussianBernoulliRestrictedBoltzmannMachine",
+    "MixtureGeneric",
+    "QDiffusion",
+    "QDiffusionConfig",
+    "QuadraticLinearSolver",
+    "RestrictedBoltzmannMachine",
+    "SequenceTokenSpec",
+    "SmoothingDist",
+    "UnsupervisedDBN",
+    "disable_usage_stats",
+    "enable_usage_stats",
+    "is_usage_stats_enabled",
+    "kpp_caller_context",
+    "plugin",
+    "sigmoid_cross_entropy_with_logits",
+]
 
 
 class AbstractBoltzmannMachine(_Base):
@@ -398,7 +430,7 @@ class UnsupervisedDBN(DeepBeliefNetwork):
         del self._modules["rbms"]
         sizes = self.layer_sizes
         self.rbm_layers = nn.ModuleList(RestrictedBoltzmannMachine(a, b)
-                                        for a, b in zip(sizes[:-1], sizes[1:]))
+                                        for a, b in itertools.pairwise(sizes))
         self.hidden_layers_structure = self.layer_sizes[1:]
         self.input_dim = int(input_dim)
         self._is_trained = False

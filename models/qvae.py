@@ -23,8 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["QVAE", "AutoEncoderBase", "SmoothingDist", "Exponential", "DistUtil",
-           "FactorialBernoulliUtil", "MixtureGeneric", "sigmoid_cross_entropy_with_logits"]
+__all__ = [
+    "QVAE",
+    "AutoEncoderBase",
+    "DistUtil",
+    "Exponential",
+    "FactorialBernoulliUtil",
+    "MixtureGeneric",
+    "SmoothingDist",
+    "sigmoid_cross_entropy_with_logits",
+]
 
 
 def sigmoid_cross_entropy_with_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ DimodSampler``), so importing this module does not import dimod.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,8 +26,16 @@ from ..options import Option, OptionSpec
 from ..problem import IsingProblem
 from ..sampleset import SampleSet
 
-__all__ = ["problem_to_bqm", "problem_from_bqm", "to_dimod_sampleset", "from_dimod_sampleset",
-           "DimodSampler", "DimodDevice", "as_dimod_sampler", "is_dimod_sampler"]
+__all__ = [
+    "DimodDevice",
+    "DimodSampler",  # noqa: F822 - built on first use by the module's __getattr__
+    "as_dimod_sampler",
+    "from_dimod_sampleset",
+    "is_dimod_sampler",
+    "problem_from_bqm",
+    "problem_to_bqm",
+    "to_dimod_sampleset",
+]
 
 
 def _dimod():

@@ -16,7 +16,7 @@ from ..options import check_int
 from ._matrix import kaiwu_problem, numpy_seed, with_ancilla
 from .common import CheckpointManager, logger
 
-__all__ = ["CIMOptimizer", "TaskMode", "PrecisionReducer", "MAX_SPINS", "COEFFICIENT_BITS"]
+__all__ = ["COEFFICIENT_BITS", "MAX_SPINS", "CIMOptimizer", "PrecisionReducer", "TaskMode"]
 
 #: The cloud machine's limits, checked before a task is "submitted": spins of the Kaiwu matrix
 #: (the ancilla is a spin on the machine) and signed integer bits of its entries.
@@ -32,7 +32,7 @@ class TaskMode(str, enum.Enum):
     SAMPLING = "sampling"
 
     @classmethod
-    def parse(cls, value: Any) -> "TaskMode":
+    def parse(cls, value: Any) -> TaskMode:
         aliases = {"quota": cls.OPTIMIZATION, "sample": cls.SAMPLING}
         if isinstance(value, cls):
             return value

@@ -71,8 +71,8 @@ class SimulatedAnnealingOptimizer:
 
     def temperatures(self) -> np.ndarray:
         """The ``K`` temperatures ``T_k = initial_temperature * alpha^k >= cutoff_temperature``."""
-        k = int(math.floor(math.log(self.cutoff_temperature / self.initial_temperature)
-                           / math.log(self.alpha) + 1e-9)) + 1
+        k = math.floor(math.log(self.cutoff_temperature / self.initial_temperature)
+                       / math.log(self.alpha) + 1e-9) + 1
         return self.initial_temperature * self.alpha ** np.arange(k)
 
     def betas(self, n: int) -> np.ndarray:

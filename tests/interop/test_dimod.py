@@ -4,23 +4,22 @@ dimod."""
 
 import itertools
 import unittest
-import warnings
 
 import numpy as np
 import pytest
 
 dimod = pytest.importorskip("dimod")
 
-import kpp_sdk  # noqa: E402
-from kpp_sdk.interop import as_device  # noqa: E402
-from kpp_sdk.interop.dimod import DimodDevice, DimodSampler  # noqa: E402
+import kpp_sdk
+from kpp_sdk.interop import as_device
+from kpp_sdk.interop.dimod import DimodDevice, DimodSampler
 
 
-def SaCpu():  # noqa: N802 - dimod names the generated tests after this
+def SaCpu():
     return DimodSampler("sa.cpu", num_sweeps=50, num_threads=1)
 
 
-def CimEmulator():  # noqa: N802
+def CimEmulator():
     return DimodSampler("cim.emulator", round_trips=120, num_reads=10)
 
 

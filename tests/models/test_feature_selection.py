@@ -5,8 +5,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from kpp_sdk.models.feature_selection import (FeatureSelectionWrapper, QuadraticLinearSolver,
-                                              qubo_objective, solve_qubo)
+from kpp_sdk.models.feature_selection import (
+    FeatureSelectionWrapper,
+    QuadraticLinearSolver,
+    qubo_objective,
+    solve_qubo,
+)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 

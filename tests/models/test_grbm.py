@@ -40,7 +40,7 @@ def test_energies_are_dimods_for_the_same_biases(seed):
 
 
 def test_free_energy_is_exact_when_hidden_nodes_are_uncoupled():
-    model, nodes, rng = _random_graph(5)
+    model, _, rng = _random_graph(5)
     assert model.exact_hidden_conditional and model.num_hidden == 2
     v = torch.tensor(rng.integers(0, 2, (6, 8)), dtype=torch.float64)
     hs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)), dtype=torch.float64)

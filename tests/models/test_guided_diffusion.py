@@ -5,8 +5,12 @@ import math
 
 import pytest
 import torch
-from kpp_sdk.models.guided_diffusion import (EnergyGuidedDiffusion, EnergyModel,
-                                             GuidedDiffusionConfig, SequenceTokenSpec)
+from kpp_sdk.models.guided_diffusion import (
+    EnergyGuidedDiffusion,
+    EnergyModel,
+    GuidedDiffusionConfig,
+    SequenceTokenSpec,
+)
 from torch import nn
 
 PAD, BOS, EOS, MASK = 0, 1, 2, 3

@@ -4,12 +4,11 @@ state-dict keys), and the behaviour behind the names that the plugin's tests do 
 import inspect
 import itertools
 
+import kpp_sdk.models.kaiwu_compat as kc
 import numpy as np
-import pytest
 import torch
 
 import kpp_sdk
-import kpp_sdk.models.kaiwu_compat as kc
 from kpp_sdk.interop.kaiwu import DeviceOptimizer
 
 
