@@ -7,6 +7,7 @@ import itertools
 import kpp_sdk.models.kaiwu_compat as kc
 import numpy as np
 import torch
+from kpp_sdk.models.samplers import BoltzmannSampler
 
 import kpp_sdk
 from kpp_sdk.interop.kaiwu import DeviceOptimizer
@@ -121,10 +122,14 @@ def test_a_model_written_the_plugin_way_samples_on_optimizers_and_devices():
     model = PluginStyle(4)
     assert model.device == torch.device("cpu") and model.num_nodes == 4
     optimizer = DeviceOptimizer(kpp_sdk.get_device("sa.cpu", num_threads=1), num_reads=8, seed=0)
-    for sampler in (optimizer, kpp_sdk.get_device("sa.cpu", num_sweeps=200, num_threads=1)):
-        x = model.sample(sampler)
-        # independent units with fields -2..2: the lowest state has the positive-bias units on
-        assert x.shape[1] == 4 and torch.equal(x[0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    # an optimizer anneals: independent units with fields -2..2 end with the positive ones on
+    x = model.sample(optimizer)
+    assert x.shape == (8, 4) and bool((x == torch.tensor([0.0, 0.0, 1.0, 1.0])).all())
+    # a device samples the model (E = -bias . x) through its Kaiwu matrix: p(x_i = 1) =
+    # sigmoid(bias_i), which a wrong factor or sign in the matrix would break
+    sampler = BoltzmannSampler("sa.cpu", num_reads=2000, num_sweeps=20, num_threads=1, seed=0)
+    x = model.sample(sampler)
+    torch.testing.assert_close(x.mean(0), torch.sigmoid(model.bias.detach()), atol=0.04, rtol=0)
     loss = model.objective(torch.ones(2, 4), x)
     loss.backward()
     assert model.bias.grad is not None
