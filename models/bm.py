@@ -131,7 +131,8 @@ class BoltzmannMachine(AbstractBoltzmannMachine):
         ``sampler``: a Kaiwu optimizer solves one problem per row and every row it returns is
         kept (kaiwu-torch-plugin's behaviour, so the output may have more rows than
         ``s_visible``); a Device, device name or :class:`~kpp_sdk.models.samplers.ModelSampler`
-        draws one clamped sample per row in one job."""
+        draws one clamped sample per row in one job. With zero columns nothing is fixed: the
+        samples are of the whole model (the plugin's result for an empty condition)."""
         from kpp_sdk.models.samplers import as_sampler
 
         from kpp_sdk.problem import IsingProblem
@@ -139,6 +140,12 @@ class BoltzmannMachine(AbstractBoltzmannMachine):
         v = torch.as_tensor(s_visible, device=self.device, dtype=self.dtype)
         if v.ndim == 1:
             v = v[None, :]
+        if v.shape[1] == 0:  # nothing fixed: samples of the whole model, one per row (or solve)
+            if is_kaiwu_optimizer(sampler):
+                return torch.cat([self.states_from_spins(IsingProblem.spins_from_kaiwu(
+                    sampler.solve(self.get_ising_matrix()), self.num_spins))
+                    for _ in range(v.shape[0])]).to(dtype)
+            return as_sampler(sampler).sample(self, v.shape[0]).to(dtype)
         if is_kaiwu_optimizer(sampler):
             parts = []
             for i in range(v.shape[0]):

@@ -104,6 +104,18 @@ def test_hidden_to_ising_matrix_is_exact_when_hidden_units_are_coupled():
     assert np.ptp(diffs) < 1e-5
 
 
+def test_condition_sample_on_an_empty_condition_samples_the_whole_model():
+    bm = kc.BoltzmannMachine(5)
+    with torch.no_grad():
+        bm.linear_bias.copy_(torch.tensor([3.0, -3.0, 3.0, -3.0, 3.0]))
+    optimizer = DeviceOptimizer(kpp_sdk.get_device("sa.cpu", num_threads=1), num_reads=2, seed=0)
+    x = bm.condition_sample(optimizer, torch.ones(3, 0))
+    assert x.shape == (6, 5)  # one solve per row, every returned row kept
+    assert bool((x == torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])).all())
+    assert bm.condition_sample(kpp_sdk.get_device("sa.cpu", num_threads=1),
+                               torch.ones(4, 0)).shape == (4, 5)
+
+
 def test_a_model_written_the_plugin_way_samples_on_optimizers_and_devices():
     class PluginStyle(kc.AbstractBoltzmannMachine):
         def __init__(self, n, device=None):
