@@ -18,6 +18,7 @@ from .errors import (
     DiagonalCouplingError,
     EmptyProblemError,
     InvalidOptionError,
+    InvalidOptionTypeError,
     InvalidResponseError,
     InvalidSpinsError,
     JobCancelledError,
@@ -58,7 +59,8 @@ __all__ = [
     "KppError", "ProblemError", "EmptyProblemError", "NotSquareError", "AsymmetricCouplingError",
     "DiagonalCouplingError", "NonFiniteError", "SizeMismatchError", "SampleSetError", "InvalidSpinsError",
     "ProblemFormatError", "ProblemTooLargeError", "DeviceNotFoundError", "UnknownOptionError",
-    "InvalidOptionError", "MissingDependencyError", "ConfigError", "JobError", "JobFailedError",
+    "InvalidOptionError", "InvalidOptionTypeError", "MissingDependencyError", "ConfigError",
+    "JobError", "JobFailedError",
     "JobCancelledError", "JobTimeoutError", "CloudError", "AuthenticationError", "RateLimitError",
     "RequestTooLargeError", "NotFoundError", "ServerError", "InvalidResponseError",
 ]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from .errors import InvalidOptionError, ProblemError, ProblemTooLargeError
+from .errors import InvalidOptionError, InvalidOptionTypeError, ProblemError, ProblemTooLargeError
 from .job import Job, new_job_id
 from .options import OptionSpec, as_spec, check_int
 from .problem import IsingProblem
@@ -95,7 +95,7 @@ def resolve_seed(seed: Any) -> int:
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, 2**63 - 1))
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise InvalidOptionError(f"seed must be an int or a numpy Generator, got {seed!r}")
+        raise InvalidOptionTypeError(f"seed must be an int or a numpy Generator, got {seed!r}")
     return check_int(seed, "seed", ge=0, le=2**63 - 1)
 
 
@@ -354,17 +354,22 @@ class Device(abc.ABC):
         return self.submit(problem, num_reads=num_reads, seed=seed, **options).result(timeout)
 
     def sample_ising(self, h: Any, J: Any, offset: float = 0.0, **kwargs: Any) -> SampleSet:
-        """Sample ``E = -1/2 s^T J s - h^T s + offset`` (kpp convention; J a symmetric matrix, or a
-        dict ``{(i, j): J_ij}`` with one entry per coupled pair; h a vector or ``{i: h_i}``)."""
-        if isinstance(J, dict):
-            problem = IsingProblem.from_ising_dicts(h, J, offset)
-        else:
-            problem = IsingProblem(J, h, offset)
-        return self.sample(problem, **kwargs)
+        """Sample dimod's Ising form, ``E(s) = sum_i h_i s_i + sum_{i<j} J_ij s_i s_j + offset``.
+
+        This method carries dimod's name, so it takes dimod's arguments and sign (``h`` a
+        sequence or ``{i: h_i}``, ``J`` ``{(i, j): J_ij}`` or a matrix; see
+        :meth:`IsingProblem.from_dimod_ising`): ``sample_ising({0: 1.0}, {})`` returns ``s = -1``
+        as every dimod sampler does. The result's energies are dimod's energies. Variables are
+        ``0..n-1``; for other labels, or a ``dimod.SampleSet`` back, use
+        :class:`kpp_sdk.interop.dimod.DimodSampler`. The SDK's own convention
+        (``-1/2 s^T J s - h^T s``) is :class:`IsingProblem`'s: ``sample(IsingProblem(J, h))``.
+        """
+        return self.sample(IsingProblem.from_dimod_ising(h, J, offset), **kwargs)
 
     def sample_qubo(self, Q: Any, offset: float = 0.0, **kwargs: Any) -> SampleSet:
-        """Sample ``E = x^T Q x + offset``; the result's energies equal the QUBO energies and
-        :meth:`SampleSet.binary` gives ``x = (s + 1) / 2``."""
+        """Sample ``E(x) = sum_{(u,v)} Q_uv x_u x_v + offset = x^T Q x + offset`` (dimod's QUBO:
+        ``Q`` a matrix or ``{(u, v): Q_uv}`` over ``0..n-1``); the result's energies are the
+        QUBO energies and :meth:`SampleSet.binary` gives ``x = (s + 1) / 2``."""
         return self.sample(IsingProblem.from_qubo(Q, offset), **kwargs)
 
     def close(self) -> None:

@@ -75,6 +75,13 @@ class InvalidOptionError(KppError, ValueError):
     """A known option has a value outside its allowed range."""
 
 
+class InvalidOptionTypeError(InvalidOptionError, TypeError):
+    """A known option has a value of the wrong type (``num_reads=3.5``, ``seed="7"``).
+
+    A ``TypeError`` as dimod's samplers raise for it, and still an :class:`InvalidOptionError`
+    (so a ``ValueError``) for code written against that."""
+
+
 class MissingDependencyError(KppError, ImportError):
     """An optional dependency is not installed.
 

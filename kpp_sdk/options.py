@@ -21,16 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidOptionError, UnknownOptionError
+from .errors import InvalidOptionError, InvalidOptionTypeError, UnknownOptionError
 
 __all__ = ["Option", "OptionSpec", "check_int", "check_number", "as_spec"]
 
 
 def check_int(value: Any, what: str, *, ge: int | None = None, le: int | None = None) -> int:
     """``value`` as a Python int: ints and NumPy integers pass, bools and floats do not
-    (``2.0`` is refused: a count is never fractional). Raises :class:`InvalidOptionError`."""
+    (``2.0`` is refused: a count is never fractional). Raises :class:`InvalidOptionTypeError`
+    for another type and :class:`InvalidOptionError` for a value out of range."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InvalidOptionError(f"{what} must be an integer{_range_text(ge, le, None, None)}, "
+        raise InvalidOptionTypeError(f"{what} must be an integer{_range_text(ge, le, None, None)}, "
                                  f"got {value!r}")
     value = int(value)
     if (ge is not None and value < ge) or (le is not None and value > le):
@@ -41,10 +42,11 @@ def check_int(value: Any, what: str, *, ge: int | None = None, le: int | None = 
 
 def check_number(value: Any, what: str, *, ge: float | None = None, le: float | None = None,
                  gt: float | None = None, lt: float | None = None) -> float:
-    """``value`` as a finite Python float (ints and NumPy numbers pass, bools do not)."""
+    """``value`` as a finite Python float (ints and NumPy numbers pass, bools do not; another
+    type is an :class:`InvalidOptionTypeError`)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
-        raise InvalidOptionError(f"{what} must be a number{_range_text(ge, le, gt, lt)}, "
+        raise InvalidOptionTypeError(f"{what} must be a number{_range_text(ge, le, gt, lt)}, "
                                  f"got {value!r}")
     v = float(value)
     if (not math.isfinite(v) or (ge is not None and v < ge) or (le is not None and v > le)
@@ -104,10 +106,10 @@ class Option:
             value = check_number(value, self.name, ge=self.ge, le=self.le, gt=self.gt, lt=self.lt)
         elif self.type is bool:
             if not isinstance(value, (bool, np.bool_)):
-                raise InvalidOptionError(f"{self.name} must be True or False, got {value!r}")
+                raise InvalidOptionTypeError(f"{self.name} must be True or False, got {value!r}")
             value = bool(value)
         elif self.type is str and not isinstance(value, str):
-            raise InvalidOptionError(f"{self.name} must be {self.allowed()}, got {value!r}")
+            raise InvalidOptionTypeError(f"{self.name} must be {self.allowed()}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise InvalidOptionError(f"{self.name} must be {self.allowed()}, got {value!r}")
         if self.check is not None:

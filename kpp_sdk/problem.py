@@ -307,8 +307,12 @@ class IsingProblem:
     def from_qubo(cls, Q: Any, offset: float = 0.0) -> "IsingProblem":
         """Exact conversion of ``E(x) = x^T Q x + offset`` (x in {0,1}) with ``s = 2x - 1``.
 
-        ``Q`` need not be symmetric; only ``(Q + Q^T)/2`` matters.
+        ``Q`` need not be symmetric; only ``(Q + Q^T)/2`` matters. It may also be dimod's dict
+        ``{(u, v): Q_uv}`` over the integers ``0..n-1`` (``E = sum Q_uv x_u x_v``; ``(u, u)`` is
+        linear; both orders listed add up).
         """
+        if isinstance(Q, dict):
+            Q = _qubo_dict_matrix(Q)
         if sp.issparse(Q):
             Q = sp.csr_matrix(Q, dtype=np.float64)
             Qs = (Q + Q.T) * 0.5
@@ -446,6 +450,39 @@ class IsingProblem:
             vals += [v, v]
         Jm = sp.coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
         return cls(Jm, hv, offset)
+
+    @classmethod
+    def from_dimod_ising(cls, h: Any, J: Any, offset: float = 0.0) -> "IsingProblem":
+        """From dimod's Ising convention, ``E(s) = sum_i h_i s_i + sum_{i<j} J_ij s_i s_j + offset``
+        (what ``sample_ising`` takes everywhere in dimod; dimod itself is not needed).
+
+        ``h``: a sequence or ``{i: h_i}``. ``J``: ``{(i, j): J_ij}`` (both orders listed add up,
+        as in dimod) or an ``(n, n)`` array whose off-diagonal entries all count
+        (``E = s^T J s`` off the diagonal; the diagonal is a constant, ``s_i^2 = 1``, added to the
+        offset). Variables are the integers ``0..n-1``. The result has exactly the same energies
+        in this class's convention: ``h_ours = -h``, ``J_ours = -(J + J^T)`` off the diagonal.
+        """
+        if isinstance(J, dict):
+            return cls.from_ising_dicts(_dict_of(h, lambda v: -v), {k: -v for k, v in J.items()},
+                                        offset)
+        if sp.issparse(J):
+            Jm = sp.csr_matrix(J, dtype=np.float64)
+            d = Jm.diagonal()
+            Jm = -(Jm + Jm.T) + sp.diags(2.0 * d)
+        else:
+            Jm = np.asarray(J, dtype=np.float64)
+            if Jm.ndim != 2 or Jm.shape[0] != Jm.shape[1]:
+                raise NotSquareError(f"J must be a dict {{(i, j): J_ij}} or a square matrix, got "
+                                     f"shape {Jm.shape}")
+            d = np.diagonal(Jm).copy()
+            Jm = -(Jm + Jm.T) + np.diag(2.0 * d)
+        n = Jm.shape[0]
+        hv = np.zeros(n)
+        for i, v in _dict_of(h, float).items():
+            if not (isinstance(i, (int, np.integer)) and 0 <= i < n):
+                raise SizeMismatchError(f"h has variable {i!r} but J is {n}x{n}")
+            hv[int(i)] = -v
+        return cls(Jm, hv, float(offset) + float(np.sum(d)))
 
     def quantize(self, bits: int = 8) -> "QuantizedProblem":
         """Integer problem at hardware precision; see :func:`quantize`."""
@@ -589,3 +626,23 @@ def quantize(problem: IsingProblem, bits: int = 8) -> QuantizedProblem:
     q = IsingProblem(Jq, hq, problem.offset * scale)
     return QuantizedProblem(q, scale, max(err_j, err_h), int(bits))
 
+
+def _dict_of(values: Any, conv) -> dict:
+    """``{i: conv(v)}`` from a dict or a sequence (dimod accepts both for ``h``)."""
+    items = values.items() if isinstance(values, dict) else enumerate(values)
+    return {i: conv(v) for i, v in items}
+
+
+def _qubo_dict_matrix(Q: dict) -> sp.csr_matrix:
+    """dimod's ``{(u, v): Q_uv}`` as a sparse ``n x n`` matrix (entries of repeated pairs add)."""
+    keys = {k for pair in Q for k in pair}
+    if not keys:
+        raise EmptyProblemError("the QUBO has no variables (empty Q)")
+    if not all(isinstance(k, (int, np.integer)) and k >= 0 for k in keys):
+        raise ProblemError("QUBO variables must be the integers 0..n-1; for other labels use "
+                           "kpp_sdk.interop.dimod.DimodSampler")
+    n = int(max(keys)) + 1
+    rows = [int(u) for u, _ in Q]
+    cols = [int(v) for _, v in Q]
+    return sp.coo_matrix((np.asarray(list(Q.values()), dtype=np.float64), (rows, cols)),
+                         shape=(n, n)).tocsr()

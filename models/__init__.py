@@ -27,6 +27,7 @@ from typing import Any
 _EXPORTS = {
     "base": ("AbstractBoltzmannMachine", "quadratic_to_ising"),
     "bm": ("BoltzmannMachine",),
+    "grbm": ("GraphRestrictedBoltzmannMachine",),
     "rbm": ("RestrictedBoltzmannMachine",),
     "gbrbm": ("GaussianBernoulliRBM",),
     "dbn": ("DeepBeliefNetwork", "DBNClassifier"),
@@ -40,6 +41,10 @@ _EXPORTS = {
     "qgan": ("QGAN", "BernoulliPrior", "BoltzmannPrior", "GaussianPrior", "fit_qgan"),
     "qdiffusion": ("QDiffusion", "MaskedDiffusion", "load_text_corpus", "nce_loss"),
     "qbmvae": ("QBMVAE", "GaussianVAE"),
+    "qvae": ("QVAE",),
+    "guided_diffusion": ("EnergyGuidedDiffusion", "EnergyModel", "GuidedDiffusionConfig",
+                         "SequenceTokenSpec"),
+    "feature_selection": ("FeatureSelectionWrapper", "solve_qubo"),
     "single_cell": ("SingleCellVAE",),
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}

@@ -35,7 +35,7 @@ from kpp_sdk.problem import IsingProblem
 from .errors import InvalidDataError
 
 __all__ = ["AbstractBoltzmannMachine", "binary_states", "quadratic_to_ising",
-           "MAX_ENUMERATION_UNITS"]
+           "is_kaiwu_optimizer", "MAX_ENUMERATION_UNITS"]
 
 #: Largest number of binary units summed over by exact enumeration (2^24 states, in chunks).
 MAX_ENUMERATION_UNITS = 24
@@ -310,19 +310,28 @@ class AbstractBoltzmannMachine(nn.Module, abc.ABC):
         ``solve(ising_matrix)``, used as kaiwu-torch-plugin used it: raw solver output, no
         temperature correction). None uses ``sa.cpu`` in Boltzmann sampling mode.
         """
-        from kpp_sdk.models.samplers import ModelSampler, as_sampler
+        from kpp_sdk.models.samplers import as_sampler
 
-        from kpp_sdk.device import Device
         from kpp_sdk.problem import IsingProblem
 
-        if (sampler is not None and not isinstance(sampler, (ModelSampler, Device, str))
-                and callable(getattr(sampler, "solve", None))):
+        if is_kaiwu_optimizer(sampler):
             spins = IsingProblem.spins_from_kaiwu(sampler.solve(self.get_ising_matrix()), self.num_spins)
             return self.states_from_spins(spins)
         return as_sampler("sa.cpu" if sampler is None else sampler).sample(self, num_samples)
 
     def extra_repr(self) -> str:
         return f"num_visible={self.num_visible}, num_hidden={self.num_hidden}"
+
+
+def is_kaiwu_optimizer(obj: Any) -> bool:
+    """True for a Kaiwu-style optimizer (an object with ``solve(ising_matrix)``) that is not one
+    of the SDK's own samplers, Devices or device names."""
+    from kpp_sdk.models.samplers import ModelSampler
+
+    from kpp_sdk.device import Device
+
+    return (obj is not None and not isinstance(obj, (ModelSampler, Device, str))
+            and callable(getattr(obj, "solve", None)))
 
 
 def _spins_tensor(spins: Any, device, dtype) -> torch.Tensor:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import MAX_ENUMERATION_UNITS, AbstractBoltzmannMachine, iter_binary_states
+from .base import (
+    MAX_ENUMERATION_UNITS,
+    AbstractBoltzmannMachine,
+    is_kaiwu_optimizer,
+    iter_binary_states,
+)
 from .errors import InvalidDataError
 
 __all__ = ["BoltzmannMachine"]
@@ -124,3 +129,35 @@ class BoltzmannMachine(AbstractBoltzmannMachine):
         with torch.no_grad():
             self.linear_bias.clamp_(*h_range)
             self.quadratic_coef.clamp_(*j_range)
+
+    def condition_sample(self, sampler, s_visible: torch.Tensor,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Full states with the leading units fixed to the rows of ``s_visible`` and the rest
+        sampled given them (``p(h | v)``).
+
+        ``sampler``: a Kaiwu optimizer solves one problem per row and every row it returns is
+        kept (kaiwu-torch-plugin's behaviour, so the output may have more rows than
+        ``s_visible``); a Device, device name or :class:`~kpp_sdk.models.samplers.ModelSampler`
+        draws one clamped sample per row in one job. With zero columns nothing is fixed: the
+        samples are of the whole model (the plugin's result for an empty condition)."""
+        from kpp_sdk.models.samplers import as_sampler
+
+        from kpp_sdk.problem import IsingProblem
+
+        v = torch.as_tensor(s_visible, device=self.device, dtype=self.dtype)
+        if v.ndim == 1:
+            v = v[None, :]
+        if v.shape[1] == 0:  # nothing fixed: samples of the whole model, one per row (or solve)
+            if is_kaiwu_optimizer(sampler):
+                return torch.cat([self.states_from_spins(IsingProblem.spins_from_kaiwu(
+                    sampler.solve(self.get_ising_matrix()), self.num_spins))
+                    for _ in range(v.shape[0])]).to(dtype)
+            return as_sampler(sampler).sample(self, v.shape[0]).to(dtype)
+        if is_kaiwu_optimizer(sampler):
+            parts = []
+            for i in range(v.shape[0]):
+                problem = self.clamped_ising(v[i:i + 1])
+                spins = IsingProblem.spins_from_kaiwu(sampler.solve(problem.to_kaiwu()), problem.n)
+                parts.append(self.states_from_clamped_spins(v[i:i + 1], spins))
+            return torch.cat(parts).to(dtype)
+        return as_sampler(sampler).clamped(self, v).to(dtype)

@@ -57,7 +57,8 @@ PASS_THROUGH: Mapping[str, type[E.KppError]] = {
     for cls in (
         E.ProblemError, E.EmptyProblemError, E.NotSquareError, E.AsymmetricCouplingError,
         E.DiagonalCouplingError, E.NonFiniteError, E.SizeMismatchError, E.InvalidSpinsError,
-        E.SampleSetError, E.ProblemFormatError, E.ProblemTooLargeError, E.UnknownOptionError, E.InvalidOptionError,
+        E.SampleSetError, E.ProblemFormatError, E.ProblemTooLargeError, E.UnknownOptionError,
+        E.InvalidOptionError, E.InvalidOptionTypeError,
         E.DeviceNotFoundError,
     )
 }

@@ -1,24 +1,41 @@
-"""dimod interop (``pip install 'kpp-sdk[dimod]'``): any Device as a ``dimod.Sampler`` and
-SampleSets to and from dimod's.
+"""dimod both ways (``pip install 'kpp-sdk[dimod]'``): any Device as a ``dimod.Sampler``
+(:class:`DimodSampler`), any ``dimod.Sampler`` as a Device (:class:`DimodDevice`, which
+:func:`kpp_sdk.interop.as_device` builds), and SampleSets to and from dimod's.
 
-dimod's Ising convention is ``E = sum_i h_i s_i + sum_{i<j} J_ij s_i s_j + offset``; ours is
-``E = -1/2 s^T J s - h^T s + offset``. So ``h_ours = -h_dimod`` and ``J_ours[i, j] = J_ours[j, i] =
--J_dimod[i, j]``; energies are equal, which the round-trip tests check.
+dimod's Ising convention is ``E = sum_i h_i s_i + sum_{i<j} J_ij s_i s_j + offset``; ours
+(:class:`~kpp_sdk.IsingProblem`) is ``E = -1/2 s^T J s - h^T s + offset``. So ``h_ours = -h_dimod``
+and ``J_ours[i, j] = J_ours[j, i] = -J_dimod[i, j]``; energies are equal, which the round-trip
+tests check. ``Device.sample_ising`` / ``sample_qubo`` take dimod's convention too (they carry
+dimod's names).
+
+:class:`DimodSampler` is defined on first use (``from kpp_sdk.interop.dimod import
+DimodSampler``), so importing this module does not import dimod.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import MissingDependencyError
+from ..device import Device, DeviceProperties, RunContext, RunResult, resolve_seed
+from ..errors import InvalidOptionError, MissingDependencyError
+from ..options import Option, OptionSpec
 from ..problem import IsingProblem
 from ..sampleset import SampleSet
 
-__all__ = ["problem_to_bqm", "problem_from_bqm", "to_dimod_sampleset", "from_dimod_sampleset",
-           "DimodSampler", "as_dimod_sampler"]
+__all__ = [
+    "DimodDevice",
+    "DimodSampler",  # noqa: F822 - built on first use by the module's __getattr__
+    "as_dimod_sampler",
+    "from_dimod_sampleset",
+    "is_dimod_sampler",
+    "problem_from_bqm",
+    "problem_to_bqm",
+    "to_dimod_sampleset",
+]
 
 
 def _dimod():
@@ -75,35 +92,197 @@ def from_dimod_sampleset(dss, problem: IsingProblem, variables: Sequence | None 
     return SampleSet(problem, spins, dss.record.num_occurrences, info=dict(dss.info))
 
 
-def DimodSampler(device: Any):  # noqa: N802 - reads like the class it builds
-    """Wrap a Device as a ``dimod.Sampler`` (``sample``, ``sample_ising``, ``sample_qubo``)."""
-    return as_dimod_sampler(device)
+# --- a dimod.Sampler as a Device ---------------------------------------------------------------
 
 
-def as_dimod_sampler(device: Any):
+def is_dimod_sampler(obj: Any) -> bool:
+    """True for an instance of ``dimod.Sampler`` (False, without importing dimod, when dimod
+    was never imported: nothing can then be one)."""
+    import sys
+
+    dimod = sys.modules.get("dimod")
+    return dimod is not None and isinstance(obj, dimod.Sampler)
+
+
+class DimodDevice(Device):
+    """Any ``dimod.Sampler`` (Ocean's samplers, dwave-samplers, your own) as a kpp Device, so it
+    can drive the models and every other place a Device is accepted.
+
+    A job turns the :class:`IsingProblem` into a SPIN BQM over ``0..n-1``
+    (:func:`problem_to_bqm`, equal energies), calls ``sampler.sample(bqm, **options)`` and turns
+    the dimod SampleSet back (energies recomputed from the problem). ``num_reads`` and ``seed``
+    are passed when the sampler lists them in its ``parameters`` (the seed reduced to 31 bits,
+    which every dimod sampler accepts); a sampler without ``num_reads`` returns what it returns
+    (``ExactSolver``: every state). The options are the sampler's other ``parameters``, checked
+    by name here and by value by the sampler.
+
+    Parameters
+    ----------
+    sampler : dimod.Sampler
+    max_spins : int, optional
+        The sampler's size limit, checked before any work (default: none).
+    name : str, optional
+        Default ``"dimod.<ClassName>"``.
+    **defaults
+        Default values of the sampler's parameters for every job (and ``num_reads``).
+    """
+
+    DEFAULT_NUM_READS = 10
+
+    def __init__(self, sampler: Any, *, max_spins: int | None = None, name: str | None = None,
+                 **defaults: Any):
+        dimod = _dimod()
+        if not isinstance(sampler, dimod.Sampler):
+            raise InvalidOptionError(f"expected a dimod.Sampler, got {type(sampler).__name__}")
+        self.sampler = sampler
+        self.name = name or f"dimod.{type(sampler).__name__}"
+        params = dict(sampler.parameters)
+        self._passes = {k: k in params for k in ("num_reads", "seed")}
+        self.OPTIONS = OptionSpec({
+            k: Option(None, f"{type(sampler).__name__}'s parameter {k!r}", nullable=True)
+            for k in params if k not in ("num_reads", "seed")})
+        self._max_spins = (1 << 30) if max_spins is None else int(max_spins)
+        super().__init__(**defaults)
+
+    @property
+    def properties(self) -> DeviceProperties:
+        return DeviceProperties(max_spins=self._max_spins, supports_fields=True,
+                                extra={"dimod_sampler": type(self.sampler).__name__,
+                                       "dimod_properties": sorted(self.sampler.properties)})
+
+    def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
+             ctx: RunContext) -> RunResult:
+        kwargs = {k: v for k, v in options.items() if v is not None}
+        if self._passes["num_reads"]:
+            kwargs["num_reads"] = num_reads
+        if self._passes["seed"]:
+            kwargs["seed"] = seed % (2**31)
+        ctx.raise_if_cancelled()
+        dss = self.sampler.sample(problem_to_bqm(problem), **kwargs)
+        ss = from_dimod_sampleset(dss, problem)
+        return RunResult(spins=ss.spins, num_occurrences=ss.num_occurrences,
+                         info={"dimod_info": _plain(dict(dss.info))})
+
+
+def _plain(info: dict) -> dict:
+    """dimod's ``info`` with arrays as lists (SampleSet.info travels as JSON)."""
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in info.items()
+            if isinstance(v, (int, float, str, bool, list, tuple, dict, np.ndarray, type(None)))}
+
+
+# --- a Device as a dimod.Sampler ----------------------------------------------------------------
+
+
+def _make_dimod_sampler_class():
     dimod = _dimod()
+    from dimod.core.initialized import Initialized
 
-    class _KppDimodSampler(dimod.Sampler):
-        def __init__(self, dev):
-            self.device = dev
+    class DimodSampler(dimod.Sampler, Initialized):
+        """Any kpp Device (or a registered device name) as a ``dimod.Sampler`` that passes
+        dimod's own generated tests (``dimod.testing.load_sampler_bqm_tests``) and
+        ``assert_sampler_api``.
+
+        ``sample(bqm, **parameters)`` takes any BQM (any labels, SPIN or BINARY; an empty BQM
+        gives an empty SampleSet) and returns a ``dimod.SampleSet`` of the BQM's vartype whose
+        energies are the BQM's. ``sample_ising`` / ``sample_qubo`` are dimod's. Parameters:
+        ``num_reads`` (default: the device's), ``seed``, and the device's options; on devices
+        with ``initial_states`` also dimod's ``initial_states`` in every form dimod accepts (a
+        SampleSet, a dict or a list of dicts, an ``(array, labels)`` pair, an array) with
+        ``initial_states_generator`` ``"random"`` (default), ``"tile"`` or ``"none"``; then
+        ``num_reads`` defaults to the number of initial states, as in dwave-samplers. A wrong
+        type (``num_reads=3.5``) is a ``TypeError`` (:class:`~kpp_sdk.InvalidOptionTypeError`,
+        also a KppError), a bad value a ``ValueError``, an unknown keyword a
+        ``SamplerUnknownArgWarning`` and is ignored, as dimod samplers do.
+
+        Parameters
+        ----------
+        device : Device or str
+            A device, or a name for :func:`kpp_sdk.get_device`.
+        **defaults
+            Options for every job (with a name: the device is built with them).
+        """
+
+        def __init__(self, device: Any = "sa.cpu", **defaults: Any):
+            if isinstance(device, str):
+                from ..registry import get_device
+
+                device, defaults = get_device(device, **defaults), {}
+            if not isinstance(device, Device):
+                raise InvalidOptionError(
+                    f"DimodSampler takes a kpp Device or a device name (see `kpp devices`), got "
+                    f"{type(device).__name__}")
+            device.check_options(**defaults)
+            self.device = device
+            self._defaults = dict(defaults)
 
         @property
         def parameters(self) -> dict:
-            return {"num_reads": [], "seed": [], **{k: [] for k in self.device.OPTIONS}}
+            params = {"num_reads": [], "seed": [],
+                      **{k: ["device_options"] for k in self.device.OPTIONS}}
+            if "initial_states" in self.device.OPTIONS:
+                params["initial_states_generator"] = []
+            return params
 
         @property
         def properties(self) -> dict:
-            return {"device": self.device.name, **self.device.properties.to_dict()}
+            return {"device": self.device.name, "device_properties":
+                    self.device.properties.to_dict(),
+                    "device_options": {k: o.doc for k, o in self.device.OPTIONS.items()}}
 
-        def sample(self, bqm, **parameters):
+        def sample(self, bqm, **parameters: Any):
+            parameters = self.remove_unknown_kwargs(**parameters)
+            given_reads = parameters.pop("num_reads", None)
+            seed = resolve_seed(parameters.pop("seed", None))
+            generator = parameters.pop("initial_states_generator", "random")
+            initial = parameters.pop("initial_states", None)
+            options = {**self._defaults, **parameters}
+            num_reads = (None if given_reads is None
+                         else self.device.check_num_reads(given_reads))
+            self.device.check_options(**options)  # types and ranges, before any work
+
+            if len(bqm.variables) == 0:
+                return dimod.SampleSet.from_samples([], bqm.vartype, energy=[],
+                                                    info={"device": self.device.name})
             problem, variables = problem_from_bqm(bqm)
-            ss = self.device.sample(problem, **parameters)
+            if "initial_states" in self.device.OPTIONS and (initial is not None
+                                                            or generator != "random"):
+                parsed = self.parse_initial_states(
+                    bqm, initial_states=initial, initial_states_generator=generator,
+                    num_reads=num_reads, seed=seed % (2**32))
+                states = parsed.initial_states
+                idx = [states.variables.index(v) for v in variables]
+                spins = np.asarray(states.record.sample, dtype=np.int8)[:, idx]
+                options["initial_states"] = spins if bqm.vartype is dimod.SPIN else 2 * spins - 1
+                num_reads = parsed.num_reads
+            ss = self.device.sample(problem, num_reads=num_reads, seed=seed, **options)
             out = to_dimod_sampleset(ss, variables)
             if bqm.vartype is not dimod.SPIN:
                 out = out.change_vartype(bqm.vartype, inplace=False)
             return out
 
+        def close(self) -> None:
+            self.device.close()
+
         def __repr__(self) -> str:
             return f"DimodSampler({self.device!r})"
 
-    return _KppDimodSampler(device)
+    DimodSampler.__module__ = __name__
+    return DimodSampler
+
+
+def as_dimod_sampler(device: Any, **defaults: Any):
+    """``DimodSampler(device, **defaults)``."""
+    return _dimod_sampler_class()(device, **defaults)
+
+
+def _dimod_sampler_class() -> type:
+    cls = globals().get("DimodSampler")
+    if cls is None:
+        cls = globals()["DimodSampler"] = _make_dimod_sampler_class()
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DimodSampler":
+        return _dimod_sampler_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -412,16 +412,23 @@ class SelectionResult:
 
 
 def resolve_solver(solver: Any) -> Any:
-    """A Device (names are looked up with :func:`kpp_sdk.get_device`) or a ``solve()`` object."""
+    """A Device (names are looked up with :func:`kpp_sdk.get_device`, a ``dimod.Sampler`` is
+    wrapped by :func:`kpp_sdk.interop.as_device`) or a ``solve()`` object."""
     if isinstance(solver, str):
         from ..registry import get_device
 
         return get_device(solver)
     if isinstance(solver, Device) or callable(getattr(solver, "solve", None)):
         return solver
+    from ..interop.dimod import is_dimod_sampler
+
+    if is_dimod_sampler(solver):
+        from ..interop import as_device
+
+        return as_device(solver)
     raise SelectionError(
-        f"solver must be a kpp Device, a device name such as 'sa.cpu', or an object with "
-        f"solve(ising_matrix) (Kaiwu style); got {type(solver).__name__}"
+        f"solver must be a kpp Device, a device name such as 'sa.cpu', a dimod.Sampler, or an "
+        f"object with solve(ising_matrix) (Kaiwu style); got {type(solver).__name__}"
     )
 
 
