@@ -105,12 +105,6 @@ class SampleSet:
         """The samples as 0/1 variables, ``x = (s + 1) / 2`` (uint8), for QUBO users."""
         return ((self.spins + 1) // 2).astype(np.uint8)
 
-    @property
-    def first(self) -> tuple[np.ndarray, float]:
-        """The lowest-energy sample and its energy."""
-        k = int(np.argmin(self.energies))
-        return self.spins[k], float(self.energies[k])
-
     def __repr__(self) -> str:
         best = f"{self.best_energy:.6g}" if len(self) else "-"
         return (
