@@ -175,8 +175,10 @@ DATASETS = {
 }
 
 
-def run_dataset(name: str, args, methods: list[str], use_scib: bool, out: Path) -> dict:
-    """Every method and model seed on one data set; per-seed rows with scores and times."""
+def run_dataset(name: str, args, methods: list[str], use_scib: bool, out: Path,
+                on_seed=None) -> dict:
+    """Every method and model seed on one data set; per-seed rows with scores and times.
+    ``on_seed(partial)`` is called after each seed with the result so far."""
     from kpp_sdk.models.single_cell import load_single_cell_dataset
     from kpp_sdk.models.single_cell_metrics import scib_style_scores
 
@@ -228,7 +230,9 @@ def run_dataset(name: str, args, methods: list[str], use_scib: bool, out: Path) 
             umap_figure(emb, [KEYS[m] for m in methods], [LABELS[m] for m in methods],
                         out / f"umap_{name}.png", batch_key=key_b, labels_key=key_l, seed=seed)
             print(f"figure in {time.perf_counter() - t1:.1f} s", flush=True)
-    desc["total_s"] = (time.perf_counter() - t0, time.process_time() - c0)
+        desc["total_s"] = (time.perf_counter() - t0, time.process_time() - c0)
+        if on_seed is not None:
+            on_seed({"data": desc, "rows": rows})
     return {"data": desc, "rows": rows}
 
 
@@ -330,13 +334,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"data sets {datasets}; methods {methods}; seeds {args.seeds}; {args.epochs} epochs; "
           f"scib-metrics: {use_scib}", flush=True)
-    results = {}
-    for name in datasets:
-        results[name] = run_dataset(name, args, methods, use_scib, out)
-        total = (time.perf_counter() - t_start, time.process_time() - c_start)
+    results: dict = {}
+
+    def save(name, partial):
+        results[name] = partial
         (out / "results.json").write_text(json.dumps(
-            {"args": vars(args), "results": results, "skipped": skipped, "total_s": total},
+            {"args": vars(args), "results": results, "skipped": skipped,
+             "total_s": (time.perf_counter() - t_start, time.process_time() - c_start)},
             indent=1, default=float))
+
+    for name in datasets:
+        run_dataset(name, args, methods, use_scib, out, on_seed=lambda r, n=name: save(n, r))
+    total = (time.perf_counter() - t_start, time.process_time() - c_start)
     text = report(results, args, methods, use_scib, skipped, total)
     (out / "results.md").write_text(text)
     print(text)
