@@ -277,6 +277,38 @@ def report(results: dict, args, methods: list[str], use_scib: bool, skipped: dic
     return "\n".join(lines)
 
 
+def combine(paths: list[str], out: Path) -> int:
+    """Merge the rows of several runs' results.json (same settings, other seeds or data sets);
+    the time of the combined run is the sum of the parts' CPU seconds and their longest wall."""
+    merged: dict = {}
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for part in parts:
+        for name, res in part["results"].items():
+            if name not in merged:
+                merged[name] = {"data": dict(res["data"]), "rows": []}
+            merged[name]["rows"] += res["rows"]
+    first = parts[0]
+    for key in ("epochs", "n_latent", "num_reads", "threads", "methods"):
+        if any(p["args"][key] != first["args"][key] for p in parts):
+            print(f"the runs differ in {key}: not combined", file=sys.stderr)
+            return 2
+    args = argparse.Namespace(**first["args"])
+    args.seeds = sorted({r["seed"] for res in merged.values() for r in res["rows"]})
+    methods = [m for m in METHODS if any(r["method"] == m for res in merged.values()
+                                         for r in res["rows"])]
+    use_scib = all("scib_bio" in r for res in merged.values() for r in res["rows"])
+    total = (max(p["total_s"][0] for p in parts), sum(p["total_s"][1] for p in parts))
+    skipped = {k: v for p in parts for k, v in p["skipped"].items()}
+    out.mkdir(parents=True, exist_ok=True)
+    text = report(merged, args, methods, use_scib, skipped, total)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(
+        {"args": vars(args), "results": merged, "skipped": skipped, "total_s": total,
+         "combined_from": list(paths)}, indent=1, default=float))
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -308,7 +340,12 @@ def main(argv: list[str] | None = None) -> int:
                         "spinning threads on a busy 2-core machine cost a lot)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--progress", action="store_true", help="tqdm bars while training")
+    p.add_argument("--combine", nargs="+", metavar="RESULTS_JSON", default=None,
+                   help="no training: merge the results.json of runs made in parallel (e.g. one "
+                        "process per seed) into one results.md in --out")
     args = p.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, Path(args.out))
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     datasets = list(DATASETS) if "all" in args.datasets else list(dict.fromkeys(args.datasets))
 

@@ -12,7 +12,7 @@ Butler et al., "Integrating single-cell transcriptomic data across different con
 technologies, and species", Nat. Biotechnol. 36, 411-420, 2018, whose integration example is the
 Kang et al. interferon-beta PBMC data), row by row with the tutorial's names. The tutorial tells
 naive from memory CD4 T cells after clustering; two-gene scores cannot do it cell by cell (on the
-Kang control batch under 1 % of the cells took the memory label), so :data:`PBMC_COARSE` merges
+Kang data 0.4 % of the control and 0.9 % of the stimulated cells took the memory label), so :data:`PBMC_COARSE` merges
 the two into ``"CD4 T"`` *after* labelling; the loaders use it.
 
 The procedure (:func:`label_by_markers`), for each batch separately:

