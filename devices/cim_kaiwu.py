@@ -96,7 +96,7 @@ class KaiwuCIM(Device):
                                 "(1-32 of A-Z a-z 0-9 _ -)", type=str, check=_check_prefix),
         task_mode=Option("quota", "Kaiwu's billing mode of the task", type=str),
         interval=Option(1.0, "seconds between the SDK's status checks while waiting",
-                        type=float, gt=0.0, unit="s"),
+                        type=float, gt=0.0, le=3600.0, unit="s"),
         checkpoint_dir=Option(None, "folder where the SDK keeps task checkpoints (its "
                               "CheckpointManager.save_dir)", type=str),
     )
@@ -150,8 +150,8 @@ class KaiwuCIM(Device):
              ctx: RunContext) -> RunResult:
         matrix, qp = kaiwu_matrix(problem)
         optimizer = self._optimizer or self._make_optimizer(num_reads, options, ctx.job_id)
-        ctx.raise_if_cancelled()
-        raw = optimizer.solve(matrix)
+        # the SDK's solve blocks until the cloud task ends: wait for it where a cancel is seen
+        raw = ctx.call(optimizer.solve, matrix)
         spins = spins_from_kaiwu_output(raw, problem.n)
         return RunResult(spins, info={"quantization_scale": qp.scale,
                                       "quantization_max_error": qp.max_error,
