@@ -79,7 +79,7 @@ class SimulatedAnnealingCPU(Device):
         if p.is_sparse:
             per_visit = (self.SECONDS_PER_VISIT
                          + self.SECONDS_PER_SPARSE_ELEMENT * p.J.nnz / p.n)
-            parts["couplings_copy"] = 12 * p.J.nnz
+            parts["couplings_copy"] = 24 * p.J.nnz + 16 * p.n  # canonical CSR, |J| for beta
         else:
             per_visit = self.SECONDS_PER_VISIT + self.SECONDS_PER_DENSE_ELEMENT * p.n
             parts["couplings_copy"] = 4 * p.n * p.n

@@ -145,7 +145,7 @@ class SimulatedAnnealingGPU(Device):
         else:
             seconds = float(reads) * sweeps * p.n * self.SECONDS_PER_GPU_VISIT
         parts = anneal_memory(p, reads, opts)
-        parts["chunk_state"] = 4 * 8 * chunk * p.n if backend == "numpy" else 0
+        parts["chunk_state"] = 6 * 8 * chunk * p.n if backend == "numpy" else 0
         parts["result"] = result_bytes(reads, p.n)
         return JobCost(seconds, int(sum(parts.values())), parts)
 

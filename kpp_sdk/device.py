@@ -123,9 +123,14 @@ class JobSpec:
 
 
 def result_bytes(num_reads: int, n: int) -> int:
-    """Memory of a result of ``num_reads`` samples of ``n`` spins: int8 spins, float64 energies
-    and int64 occurrences, plus the sorted copy :class:`SampleSet` keeps."""
-    return 2 * int(num_reads) * (int(n) + 16)
+    """Memory of a result of ``num_reads`` samples of ``n`` spins: the int8 spins a
+    :class:`SampleSet` keeps, its float64 energies and int64 occurrences, and the temporaries of
+    checking the spins and computing the energies (three float64 blocks of at most
+    :data:`kpp_sdk.problem.BLOCK_ELEMENTS` spins)."""
+    from .problem import BLOCK_ELEMENTS
+
+    r, n = int(num_reads), int(n)
+    return r * (n + 32) + 3 * 8 * min(r * n, max(BLOCK_ELEMENTS, n))
 
 
 def resolve_seed(seed: Any) -> int:

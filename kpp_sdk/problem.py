@@ -39,6 +39,15 @@ __all__ = ["IsingProblem", "QuantizedProblem", "quantize"]
 
 #: Relative tolerance of the symmetry check: |J_ij - J_ji| <= SYMMETRY_RTOL * max|J|.
 SYMMETRY_RTOL = 1e-9
+#: Samples are checked and their energies computed in blocks of about this many spins, so the
+#: temporaries of :meth:`IsingProblem.energy` stay below ~3 x 8 MiB however many samples.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def _blocks(rows: int, n: int):
+    step = max(1, BLOCK_ELEMENTS // max(n, 1))
+    for a in range(0, rows, step):
+        yield a, min(rows, a + step)
 
 _JSON_FORMAT = "kpp-ising"
 _JSON_VERSION = 1
@@ -304,24 +313,30 @@ class IsingProblem:
             raise InvalidSpinsError(
                 f"spins must have shape (num_samples, {self._n}) or ({self._n},), got {np.shape(spins)}"
             )
-        bad = (s != 1) & (s != -1)
-        if bad.any():
-            r, c = _first_index(bad)
-            raise InvalidSpinsError(
-                f"spins[{r}, {c}] = {s[r, c]} but spins must be -1 or +1 "
-                "(for 0/1 variables use IsingProblem.from_qubo and x = (s + 1) / 2)"
-            )
+        for a, b in _blocks(s.shape[0], self._n):  # bounded temporaries for any number of rows
+            blk = s[a:b]
+            bad = (blk != 1) & (blk != -1)
+            if bad.any():
+                r, c = _first_index(bad)
+                raise InvalidSpinsError(
+                    f"spins[{a + r}, {c}] = {blk[r, c]} but spins must be -1 or +1 "
+                    "(for 0/1 variables use IsingProblem.from_qubo and x = (s + 1) / 2)"
+                )
         return s.astype(np.int8, copy=False)
 
     def energy(self, spins: Any) -> np.ndarray | float:
         """Energies of one configuration (a float) or many (shape ``(num_samples,)``).
 
-        Vectorised: one sparse or dense matrix product for all samples, in float64.
+        Vectorised: one sparse or dense matrix product per block of samples (blocks of
+        :data:`BLOCK_ELEMENTS` spins, so the float64 temporaries stay bounded), in float64.
         """
         single = np.ndim(spins) == 1
-        s = self.check_spins(spins).astype(np.float64)
-        Js = np.asarray(self._J @ s.T).T if self.is_sparse else s @ self._J
-        e = -0.5 * np.einsum("ij,ij->i", s, Js) - s @ self._h + self._offset
+        s8 = self.check_spins(spins)
+        e = np.empty(s8.shape[0])
+        for a, b in _blocks(s8.shape[0], self._n):
+            s = s8[a:b].astype(np.float64)
+            Js = np.asarray(self._J @ s.T).T if self.is_sparse else s @ self._J
+            e[a:b] = -0.5 * np.einsum("ij,ij->i", s, Js) - s @ self._h + self._offset
         return float(e[0]) if single else e
 
     energies = energy

@@ -67,6 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="request bodies over 1 MiB read at once; others wait [2]")
     p.add_argument("--max-connections", type=int, default=1000, metavar="C",
                    help="open connections at most; more get 503 [1000]")
+    p.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                   help="skip the tiny job per device at start-up that loads compiled kernels "
+                        "before the first request")
     p.add_argument("--compact", action="store_true",
                    help="apply the retention policy to --store, shrink the file and exit (stop "
                         "the server of that store first)")
@@ -134,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_store_bytes=_optional(args.max_store_bytes, "--max-store-bytes", _bytes),
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
         max_large_bodies=args.max_large_bodies, max_connections=args.max_connections,
+        warm_up=args.warm_up,
     )
     if args.compact:
         from ..limits import format_bytes

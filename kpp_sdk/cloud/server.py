@@ -135,6 +135,7 @@ class ServerConfig:
     body_timeout_s: float = 30.0
     max_large_bodies: int = 2
     max_connections: int = 1000
+    warm_up: bool = True
 
     @property
     def limits(self) -> JobLimits:
@@ -829,6 +830,8 @@ def build_state(config: ServerConfig, tokens: TokenRegistry | None = None,
     devices = {name: get_device(name, **config.device_options) for name in config.devices}
     for d in devices.values():
         d.limits = limits
+    if config.warm_up:
+        warm_up(devices)
     store = JobStore(config.store, max_attempts=config.max_attempts)
     store.lock()
     for row in store.recover():
@@ -846,6 +849,44 @@ def build_state(config: ServerConfig, tokens: TokenRegistry | None = None,
         budget=MemoryBudget(limits.max_memory_bytes),
     )
     return state
+
+
+def warm_up(devices: dict[str, Device]) -> None:
+    """Run one tiny job per device (dense, sparse, with fields) before serving: compiled
+    kernels load now, not inside the first client's request (numba and its compiled code are
+    ~100 MB), and a device that cannot run shows at start-up."""
+    from ..problem import IsingProblem
+
+    p = IsingProblem.random_sk(4, seed=0, fields=True)
+    for name, d in devices.items():
+        t0 = time.perf_counter()
+        try:
+            for q in (p, p.to_sparse()):
+                d.sample(q, num_reads=1, seed=0, **dict(d.FAST_OPTIONS))
+        except Exception as exc:  # noqa: BLE001 - reported; the device may still serve others
+            _event(logging.WARNING, "device.warm_up_failed", device=name,
+                   error=f"{type(exc).__name__}: {exc}"[:300])
+            continue
+        _event(logging.INFO, "device.warmed_up", device=name,
+               ms=round(1000 * (time.perf_counter() - t0), 1))
+
+
+def tune_malloc() -> None:
+    """glibc only: arrays over 1 MiB get their own mapping, given back to the system when freed.
+    By default glibc raises that threshold after the first large free, so a server's arenas keep
+    the peak of every thread's largest request for good."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixed: no dynamic raise)
+        libc.mallopt(-1, 8 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
 
 
 def compact_store(config: ServerConfig) -> Any:
@@ -1240,6 +1281,7 @@ def serve(config: ServerConfig) -> None:
         raise MissingDependencyError("uvicorn", extra="server", feature="kpp serve") from None
     tokens = load_tokens(config)  # configuration errors before the logging is taken over
     configure_logging(config.log_level)
+    tune_malloc()
     state = build_state(config, tokens)
     app = create_app(state)
 
