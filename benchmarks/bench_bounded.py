@@ -74,8 +74,10 @@ def bench_cancel(repeat: int) -> None:
 
     dense = IsingProblem.random_sk(200, seed=0)
     cases = [
-        ("sa.cpu (between chunks: 4000 reads)", kpp_sdk.get_device("sa.cpu"), dense,
-         dict(num_reads=4000, num_sweeps=20_000)),
+        # a job of ~16 s of one core in 8 chunks of reads: the cancel waits for the chunks
+        # running (until the kernels check inside a chunk)
+        ("sa.cpu (8 chunks of 500 reads)", kpp_sdk.get_device("sa.cpu"), dense,
+         dict(num_reads=4000, num_sweeps=1000)),
         ("sa.gpu backend=numpy", SimulatedAnnealingGPU(backend="numpy"), dense,
          dict(num_reads=1000, num_sweeps=10_000)),
         ("cim.emulator qboson-550, 2000 runs", kpp_sdk.get_device("cim.emulator"),

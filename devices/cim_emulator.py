@@ -102,6 +102,7 @@ class CIMEmulator(Device):
                       check=_check_params),
     )
     FAST_OPTIONS = {"round_trips": 120}
+    SLOW_OPTIONS = {"round_trips": 10_000_000}
     COST_HINT = "round_trips, runs or num_reads"
 
     #: One core's seconds per (run, round trip): per pulse (gain, noise, ADC, injection) and per

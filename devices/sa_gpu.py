@@ -88,6 +88,7 @@ class SimulatedAnnealingGPU(Device):
     )
 
     FAST_OPTIONS = {"num_sweeps": 50}
+    SLOW_OPTIONS = {"num_sweeps": 10_000_000}
     COST_HINT = "num_sweeps or num_reads"
 
     #: Host seconds of the NumPy reference per (spin, sweep): a fixed cost of the per-spin array

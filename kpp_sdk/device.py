@@ -233,6 +233,9 @@ class Device(abc.ABC):
     DEFAULT_NUM_READS: ClassVar[int] = 100
     #: Options that make a run short (used by the conformance suite over every registered device).
     FAST_OPTIONS: ClassVar[Mapping[str, Any]] = {}
+    #: Options that make a run on a small problem take minutes, within the default limits: the
+    #: conformance suite cancels such a job while it runs (empty: the test is skipped).
+    SLOW_OPTIONS: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)

@@ -74,8 +74,10 @@ def _real(a: Any, what: str) -> Any:
 
 
 def _check_energy_range_of(J: Any, h: np.ndarray, offset: float) -> None:
-    """|E| <= 1/2 sum|J| + sum|h| + |offset| must be a finite float64, or energies overflow.
-    A bound from max|J| settles it without a pass over |J| unless coefficients are huge."""
+    """Energies are summed as ``-1/2 sum_i s_i (J s)_i - h.s + offset``, whose partial sums are
+    bounded by ``sum |J_ij| + sum |h_i| + |offset|``: that must be a finite float64, or energies
+    overflow. A bound from max|J| settles it without a pass over |J| unless coefficients are
+    huge."""
     data = J.data if sp.issparse(J) else J
     if data.size == 0:
         jmax = 0.0
@@ -83,12 +85,12 @@ def _check_energy_range_of(J: Any, h: np.ndarray, offset: float) -> None:
         jmax = max(float(data.max()), -float(data.min()))
     hsum = float(np.abs(h).sum())
     with np.errstate(over="ignore"):
-        bound = 0.5 * jmax * data.size + hsum + abs(offset)
+        bound = jmax * data.size + hsum + abs(offset)
         if not np.isfinite(bound):
-            bound = 0.5 * float(np.abs(data).sum()) + hsum + abs(offset)
+            bound = float(np.abs(data).sum()) + hsum + abs(offset)
     if not np.isfinite(bound):
         raise NonFiniteError(
-            "the coefficients are so large that energies overflow float64 (1/2 sum |J_ij| + "
+            "the coefficients are so large that energies overflow float64 (sum |J_ij| + "
             "sum |h_i| + |offset| is not finite); rescale the problem, e.g. divide J, h and "
             "offset by max |coefficient|")
 
