@@ -239,6 +239,8 @@ class HttpClient:
                 content = self._read_body(r, max_bytes, what)
             finally:
                 r.close()
+            if watch.fired:  # the socket was shut mid-answer: whatever was parsed is partial
+                raise requests.exceptions.ReadTimeout("watchdog")
         except requests.exceptions.RequestException as exc:
             # the message names the endpoint and the kind of failure; requests' own text may
             # hold the URL, never a header

@@ -280,9 +280,11 @@ class BodyLimit:
     app in one piece."""
 
     def __init__(self, app: Any, max_bytes: int, *, max_large: int = 2,
-                 body_timeout_s: float = 30.0, large_bytes: int = LARGE_BODY_BYTES):
+                 body_timeout_s: float = 30.0, large_bytes: int = LARGE_BODY_BYTES,
+                 large_wait_s: float = LARGE_BODY_WAIT_S):
         self.app, self.max_bytes = app, int(max_bytes)
         self.large_bytes = int(large_bytes)
+        self.large_wait_s = float(large_wait_s)
         self.body_timeout_s = float(body_timeout_s)
         self._large = asyncio.Semaphore(max(1, int(max_large)))
 
@@ -303,7 +305,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         if length is None or length > self.large_bytes:
             try:
-                await asyncio.wait_for(self._large.acquire(), LARGE_BODY_WAIT_S)
+                await asyncio.wait_for(self._large.acquire(), self.large_wait_s)
             except asyncio.TimeoutError:
                 return await _send_error(
                     send, 503, "ServerError", "the server is busy reading other large requests; "
@@ -685,10 +687,13 @@ class Dispatcher:
 
 
 class Janitor:
-    """Applies the store's retention policy at start-up and every ``interval_s`` seconds."""
+    """Applies the store's retention policy at start-up and every ``interval_s`` seconds
+    (default: :data:`PURGE_INTERVAL_S`, or a quarter of a shorter retention age)."""
 
     def __init__(self, store: JobStore, policy: RetentionPolicy,
-                 interval_s: float = PURGE_INTERVAL_S):
+                 interval_s: float | None = None):
+        if interval_s is None:
+            interval_s = min(PURGE_INTERVAL_S, (policy.max_age_s or PURGE_INTERVAL_S) / 4)
         self.store, self.policy, self.interval_s = store, policy, float(interval_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
