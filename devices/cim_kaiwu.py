@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from kpp_sdk.config import Secret
-from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
+from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, result_bytes
+from kpp_sdk.limits import JobCost
 from kpp_sdk.errors import (
     ConfigError,
     InvalidOptionError,
@@ -128,13 +129,29 @@ class KaiwuCIM(Device):
                                 supports_fields=True, is_remote=True, max_reads=10_000,
                                 extra={"hardware_spins": HARDWARE_SPINS})
 
+    def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+        """What the run would find missing, found at submit: the SDK and the credentials."""
+        if self._optimizer is None:
+            self.check_available()
+            self._check_credentials()
+
+    def _check_credentials(self) -> None:
+        if not self._user_id or not self._sdk_code:
+            raise ConfigError("cim.kaiwu needs Kaiwu credentials: pass user_id= and sdk_code=, or "
+                              "set KAIWU_USER_ID and KAIWU_SDK_CODE")
+
+    def estimate_cost(self, spec: JobSpec) -> JobCost:
+        """The work is remote: no local compute time is stated. Memory: the Kaiwu matrix (and
+        its quantized copies) and the result."""
+        n, reads = spec.problem.n, spec.num_reads
+        parts = {"kaiwu_matrix": 3 * 8 * (n + 1) ** 2, "result": result_bytes(reads, n)}
+        return JobCost(None, int(sum(parts.values())), parts)
+
     def _make_optimizer(self, num_reads: int, options: dict, job_id: str) -> Any:
         self.check_available()
         import kaiwu as kw
 
-        if not self._user_id or not self._sdk_code:
-            raise ConfigError("cim.kaiwu needs Kaiwu credentials: pass user_id= and sdk_code=, or "
-                              "set KAIWU_USER_ID and KAIWU_SDK_CODE")
+        self._check_credentials()
         key = (self._user_id, self._sdk_code.reveal())
         with _license_lock:
             if key not in _licensed:

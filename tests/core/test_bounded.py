@@ -333,3 +333,21 @@ def test_ctrl_c_in_kpp_sample_cancels_the_job_and_exits_130(tmp_path, device, op
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err and "failed" not in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cim_kaiwu_without_its_sdk_or_credentials_is_refused_at_submit(monkeypatch):
+    """What the run would find missing is found by validate (the server's submit check)."""
+    from kpp_sdk.devices.cim_kaiwu import KaiwuCIM
+    from kpp_sdk.errors import MissingDependencyError
+
+    p = IsingProblem.random_sk(5, seed=0)
+    try:
+        import kaiwu  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match="kaiwu"):
+            KaiwuCIM(user_id="u", sdk_code="c").submit(p, num_reads=2)
+    monkeypatch.setattr(KaiwuCIM, "check_available", classmethod(lambda cls: None))
+    monkeypatch.delenv("KAIWU_USER_ID", raising=False)
+    monkeypatch.delenv("KAIWU_SDK_CODE", raising=False)
+    with pytest.raises(ConfigError, match="credentials"):
+        KaiwuCIM().validate(p, 2)
