@@ -52,7 +52,7 @@ class SimulatedAnnealingCPU(Device):
     SECONDS_PER_SPARSE_ELEMENT = 3e-9
 
     FAST_OPTIONS = {"num_sweeps": 50}
-    SLOW_OPTIONS = {"num_reads": 64, "num_sweeps": 1_000_000}
+    SLOW_OPTIONS = {"num_reads": 64, "num_sweeps": 200_000}
 
     #: The largest problem; dense J needs n^2 * 8 bytes, so dense problems this large are
     #: limited by memory long before this.

@@ -295,9 +295,12 @@ def test_cancel_active_jobs_cancels_every_running_job_of_the_process():
     jobs = [dev.submit(p, num_reads=2, seed=s, round_trips=10_000_000) for s in range(2)]
     _wait_running(jobs[0])
     assert set(jobs) <= set(active_jobs())
-    cancelled, left = cancel_active_jobs(timeout=30)
-    assert cancelled >= 2 and left == 0
-    assert all(j.status() is JobStatus.CANCELLED for j in jobs)
+    # other tests' unfinished jobs (e.g. of a stopped server) may be active too: count ours
+    cancelled, _left = cancel_active_jobs(timeout=5)
+    assert cancelled >= 2
+    for j in jobs:
+        with pytest.raises(JobCancelledError):
+            j.result(timeout=60)
 
 
 # --- Ctrl-C in the CLI -------------------------------------------------------------------------
