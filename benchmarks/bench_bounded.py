@@ -20,6 +20,7 @@ without a token are sent at once.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import statistics
 import sys
@@ -27,7 +28,6 @@ import threading
 import time
 import uuid
 import zlib
-import base64
 
 import numpy as np
 import requests
@@ -70,6 +70,7 @@ def _cancel_once(device, problem, **options) -> float:
 def bench_cancel(repeat: int) -> None:
     from kpp_sdk.devices.cim_kaiwu import KaiwuCIM
     from kpp_sdk.devices.sa_gpu import SimulatedAnnealingGPU
+
     from kpp_sdk.interop.kaiwu import KaiwuOptimizerDevice
 
     dense = IsingProblem.random_sk(200, seed=0)

@@ -27,13 +27,13 @@ import numpy as np
 
 from kpp_sdk.config import Secret
 from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, result_bytes
-from kpp_sdk.limits import JobCost
 from kpp_sdk.errors import (
     ConfigError,
     InvalidOptionError,
     InvalidResponseError,
     MissingDependencyError,
 )
+from kpp_sdk.limits import JobCost
 from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem, QuantizedProblem, quantize
 

@@ -60,7 +60,8 @@ __all__ = [
     "DiagonalCouplingError", "NonFiniteError", "SizeMismatchError", "InvalidSpinsError",
     "ProblemFormatError", "ProblemTooLargeError", "DeviceNotFoundError", "UnknownOptionError",
     "InvalidOptionError", "MissingDependencyError", "ConfigError", "JobError", "JobFailedError",
-    "JobCancelledError", "JobTimeoutError", "JobTooLargeError", "CloudError", "AuthenticationError", "RateLimitError",
+    "JobCancelledError", "JobTimeoutError", "JobTooLargeError",
+    "CloudError", "AuthenticationError", "RateLimitError",
     "RequestTooLargeError", "NotFoundError", "ServerError", "InvalidResponseError",
     "ResultExpiredError",
 ]

@@ -1,4 +1,4 @@
-"""Bounded work: what a job will cost (:class:`JobCost`) and how much one may cost (:class:`JobLimits`).
+"""Bounded work: what a job will cost (:class:`JobCost`) and what one may cost (:class:`JobLimits`).
 
 Every device states, before any work, the time and memory a job will need
 (:meth:`Device.estimate_cost <kpp_sdk.Device.estimate_cost>`, from ``n``, the number of couplings,

@@ -965,8 +965,8 @@ def create_app(state: ServerState | None):
     """The FastAPI application. ``state`` None builds the routes only (for the OpenAPI document)."""
     from fastapi import Depends, FastAPI, Query, Request, Response
     from fastapi.exceptions import RequestValidationError
-    from pydantic import ValidationError
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from pydantic import ValidationError
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 

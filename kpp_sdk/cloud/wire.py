@@ -20,9 +20,9 @@ import binascii
 import math
 import re
 import zlib
-from urllib.parse import quote
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import numpy as np
 import scipy.sparse as sp

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import requests
 
-import kpp_sdk
 from kpp_sdk import IsingProblem, JobFailedError
 from kpp_sdk.cloud import LocalServer
 from kpp_sdk.cloud.wire import encode_problem
@@ -99,8 +98,9 @@ def _raw(port: int, data: bytes, timeout: float = 10.0) -> tuple[bytes, bool]:
                 if not c:
                     return b"".join(chunks), True
                 chunks.append(c)
-                if b"\r\n\r\n" in b"".join(chunks) and b"content-length" in b"".join(chunks).lower():
-                    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+                got = b"".join(chunks)
+                if b"\r\n\r\n" in got and b"content-length" in got.lower():
+                    head, _, body = got.partition(b"\r\n\r\n")
                     length = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
                                   if ln.lower().startswith(b"content-length")][0])
                     if len(body) >= length:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from kpp_sdk import IsingProblem, NonFiniteError, ProblemError, ProblemFormatError
+from kpp_sdk import IsingProblem, NonFiniteError, ProblemError
 from kpp_sdk.cli import main
 from kpp_sdk.io import MAX_ISOLATED_SPINS
 

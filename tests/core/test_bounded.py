@@ -254,6 +254,7 @@ class _BlockingOptimizer:
 @pytest.mark.parametrize("kind", ["cim.kaiwu", "kaiwu.optimizer"])
 def test_a_blocking_sdk_call_is_left_behind_on_cancel(kind):
     from kpp_sdk.devices.cim_kaiwu import KaiwuCIM
+
     from kpp_sdk.interop.kaiwu import KaiwuOptimizerDevice
 
     opt = _BlockingOptimizer()
@@ -329,7 +330,7 @@ def test_ctrl_c_in_kpp_sample_cancels_the_job_and_exits_130(tmp_path, device, op
         time.sleep(4.0)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -341,6 +342,7 @@ def test_ctrl_c_in_kpp_sample_cancels_the_job_and_exits_130(tmp_path, device, op
 def test_cim_kaiwu_without_its_sdk_or_credentials_is_refused_at_submit(monkeypatch):
     """What the run would find missing is found by validate (the server's submit check)."""
     from kpp_sdk.devices.cim_kaiwu import KaiwuCIM
+
     from kpp_sdk.errors import MissingDependencyError
 
     p = IsingProblem.random_sk(5, seed=0)
