@@ -4,17 +4,20 @@ hostile requests cost a real ``kpp serve`` process.
     python benchmarks/bench_bounded.py cancel     # cancel latency, every local device + kpp serve
     python benchmarks/bench_bounded.py rss        # server RSS growth per request (Linux only)
 
-``cancel``: each device gets a job that would run for minutes, ``cancel()`` is called once it is
-RUNNING (plus 0.3 s), and the time until ``result()`` raises JobCancelledError is recorded;
-median and max of ``--repeat`` runs (default 5). ``sa.cpu`` is measured on the path this branch
-owns: a job of many reads, cancelled between chunks of reads (the check inside a chunk belongs
-to the numba kernels).
+``cancel``: each device gets a job that would run for minutes, ``cancel()`` is called ``--after``
+seconds (default 2) after it is RUNNING, and the time until ``result()`` raises
+JobCancelledError is recorded; median and max of ``--repeat`` runs (default 5). ``sa.cpu`` is
+measured on the path this branch owns: a job of many reads, cancelled between chunks of reads
+(the check inside a chunk belongs to the numba kernels). A cancel that arrives while a device
+still prepares (``cim.emulator``: the eigenvalues of J, one LAPACK call) takes effect at the first
+round trip.
 
 ``rss``: a ``kpp serve`` child process (default limits) gets each request of the issue's
-reproductions once; before each one the peak RSS of the server is reset (``/proc/PID/clear_refs``)
-and afterwards the growth of the peak over the RSS before is read (``VmHWM - VmRSS``), with the
-answer's status and the time it took. ``/v1/health`` latency is sampled while 12 bodies of 57 MB
-without a token are sent at once.
+reproductions once, and the largest jobs the default limits accept; before each one the peak RSS
+of the server is reset (``/proc/PID/clear_refs``) and afterwards the growth of the peak over the
+RSS before is read (``VmHWM - VmRSS``), with the answer's status and the time it took.
+``/v1/health`` latency is sampled while 12 bodies of 57 MB without a token, then 6 submits of a
+dense 2500-spin problem (33 MB each, refused by the memory limit once parsed) arrive at once.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class _SlowOptimizer:
         return np.ones((1, n), dtype=np.int8)
 
 
+AFTER_S = 2.0
+
+
 def _cancel_once(device, problem, **options) -> float:
     job = device.submit(problem, seed=1, **options)
     deadline = time.monotonic() + 120
@@ -57,7 +63,7 @@ def _cancel_once(device, problem, **options) -> float:
         if time.monotonic() > deadline or job.done():
             raise RuntimeError(f"{device.name}: the job did not start ({job.status()})")
         time.sleep(0.005)
-    time.sleep(0.3)
+    time.sleep(AFTER_S)
     t0 = time.perf_counter()
     job.cancel()
     try:
@@ -179,6 +185,7 @@ def _requests() -> list[tuple[str, bytes, bool]]:
 
 def bench_rss() -> None:
     from kpp_sdk.cloud import LocalServer
+    from kpp_sdk.cloud.wire import encode_problem
 
     with LocalServer(["sa.cpu", "cim.emulator"], workers=1,
                      max_request_bytes=64 * 2**20) as srv:
@@ -209,45 +216,62 @@ def bench_rss() -> None:
                   f"{grow:15.1f}", flush=True)
             if r.status_code >= 400:
                 print(f"    {r.json()['error']['message'][:150]}")
-        # 12 unauthenticated 57 MB bodies at once; health latency meanwhile
-        body = b"{" + b" " * (57 * 2**20) + b"}"
-        lat: list[float] = []
-        stop = threading.Event()
+        # 12 unauthenticated 57 MB bodies at once, then 6 authenticated 33 MB submits at once
+        # (a dense problem of 2500 spins: parsed, then refused by the memory limit); /v1/health
+        # latency meanwhile
+        junk = b"{" + b" " * (57 * 2**20) + b"}"
+        n = 2500
+        dense = encode_problem(IsingProblem.random_sk(n, seed=1))
+        big = [_submit_body(dense, 1, {"num_sweeps": 10}) for _ in range(6)]
+        for label, bodies, headers in (
+                ("12 x 57 MB without a token", [junk] * 12, {}),
+                (f"6 x {len(big[0]) / 1e6:.0f} MB submits with a token", big, auth)):
+            lat: list[float] = []
+            stop = threading.Event()
+            codes: list[int] = []
 
-        def probe() -> None:
-            while not stop.is_set():
-                t = time.perf_counter()
-                requests.get(srv.endpoint + "/v1/health", timeout=60)
-                lat.append(time.perf_counter() - t)
-                time.sleep(0.05)
+            def probe() -> None:
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    requests.get(srv.endpoint + "/v1/health", timeout=60)
+                    lat.append(time.perf_counter() - t)
+                    time.sleep(0.02)
 
-        def send() -> None:
-            try:
-                requests.post(url, data=body, timeout=120)
-            except requests.RequestException:
-                pass
+            def send(body: bytes) -> None:
+                try:
+                    codes.append(requests.post(url, data=body, headers=headers,
+                                               timeout=300).status_code)
+                except requests.RequestException as exc:
+                    codes.append(type(exc).__name__)
 
-        _reset_peak(pid)
-        before = _status(pid)["VmRSS"]
-        th = threading.Thread(target=probe)
-        th.start()
-        senders = [threading.Thread(target=send) for _ in range(12)]
-        for t in senders:
-            t.start()
-        for t in senders:
-            t.join()
-        stop.set()
-        th.join()
-        grow = (_status(pid)["VmHWM"] - before) / 1e6
-        print(f"12 x 57 MB without a token at once: peak growth {grow:.1f} MB, /v1/health "
-              f"max {max(lat):.3f} s, median {statistics.median(lat):.3f} s over {len(lat)}")
+            time.sleep(0.5)
+            _reset_peak(pid)
+            before = _status(pid)["VmRSS"]
+            th = threading.Thread(target=probe)
+            th.start()
+            senders = [threading.Thread(target=send, args=(b,)) for b in bodies]
+            t0 = time.perf_counter()
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join()
+            took = time.perf_counter() - t0
+            stop.set()
+            th.join()
+            grow = (_status(pid)["VmHWM"] - before) / 1e6
+            print(f"{label}: answers {sorted(set(map(str, codes)))} in {took:.1f} s, peak growth "
+                  f"{grow:.1f} MB, /v1/health max {max(lat):.3f} s, median "
+                  f"{statistics.median(lat):.3f} s over {len(lat)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["cancel", "rss", "all"])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--after", type=float, default=AFTER_S,
+                    help="seconds between RUNNING and cancel() [2]")
     args = ap.parse_args(argv)
+    globals()["AFTER_S"] = args.after
     if args.what in ("cancel", "all"):
         bench_cancel(args.repeat)
     if args.what in ("rss", "all"):

@@ -340,10 +340,12 @@ class BodyLimit:
         sent = False
 
         async def replay() -> dict:
-            nonlocal sent
+            nonlocal sent, body
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                msg = {"type": "http.request", "body": body, "more_body": False}
+                body = b""  # the app owns it now: no second reference for the request's life
+                return msg
             return await receive()
 
         return await self.app(scope, replay, send)
@@ -1119,7 +1121,8 @@ def create_app(state: ServerState | None):
         """Queue a job (body: a SubmitRequest). Validation happens here, before queueing: the
         problem, num_reads and every option as the device checks them, and the job's cost
         against the server's limits (422 JobTooLargeError naming the limit)."""
-        body = await request.body()
+        # request.stream(), not request.body(): the request would keep a cached copy
+        body = b"".join([chunk async for chunk in request.stream()])
         # parsing a large body takes a while: not on the event loop
         req = await run_in_threadpool(wire.SubmitRequest.model_validate_json, body)
         del body
@@ -1131,12 +1134,13 @@ def create_app(state: ServerState | None):
         if name not in st.devices:
             raise DeviceNotFoundError(
                 f"this server does not serve {name!r}; it serves {sorted(st.devices)}")
-        request_hash = hashlib.sha256(
-            req.model_dump_json(exclude={"idempotency_key", "watcher"}).encode()).hexdigest()
         existing = st.store.list_by_key(who.name, req.idempotency_key)
         if existing is None:
             _check_job(st, st.devices[name], req)
             _check_store_room(st)
+        # after the checks: a refused request costs no copy of its body
+        request_hash = hashlib.sha256(
+            req.model_dump_json(exclude={"idempotency_key", "watcher"}).encode()).hexdigest()
         row, created = st.store.insert(
             owner=who.name, idempotency_key=req.idempotency_key, request_hash=request_hash,
             device=name, num_spins=req.problem.num_spins, num_reads=req.num_reads, seed=req.seed,
