@@ -201,8 +201,9 @@ def sweep_array(am: ArrayModule, J: Any, betas: np.ndarray, keys_dev: Any, S: An
     the final spins, int8 (reads, n) on the device. ``J`` is the host matrix (ndarray or
     scipy.sparse), ``keys_dev`` the (reads, 2) uint32 keys on the device.
 
-    ``tile`` only changes speed (see the module docstring). ``cancel_check`` is called once per
-    sweep; when it returns True, ``InterruptedError`` is raised.
+    ``tile`` only changes speed (see the module docstring). ``cancel_check`` is called before
+    every tile of every sweep (a sweep of many reads can take seconds); when it returns True,
+    ``InterruptedError`` is raised.
     """
     xp = am.xp
     R, n = S.shape
@@ -228,11 +229,11 @@ def sweep_array(am: ArrayModule, J: Any, betas: np.ndarray, keys_dev: Any, S: An
         tb = min(T, ta + per_batch)
         L = thresholds(xp, uniforms(xp, keys_dev, ta, tb, n), gibbs)
         for t in range(ta, tb):
-            if cancel_check is not None and cancel_check():
-                raise InterruptedError("annealing cancelled")
             with np.errstate(divide="ignore"):  # beta = 0: thresholds +-inf, as intended
                 thr = L[t - ta] / (2.0 * float(betas[t]))
             for b, (lo, hi) in enumerate(bounds):
+                if cancel_check is not None and cancel_check():
+                    raise InterruptedError("annealing cancelled")
                 w = hi - lo
                 Fb = Ft[lo:hi].copy()  # the tile's fields, kept current flip by flip
                 Jb = blocks[b]

@@ -15,9 +15,13 @@ from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
 __all__ = ["default_beta_range", "make_schedule", "seed_streams", "check_initial_states",
-           "check_mode", "AnnealPlan", "SA_OPTIONS", "SCHEDULES", "ACCEPTANCES", "MODES"]
+           "check_mode", "AnnealPlan", "SA_OPTIONS", "SCHEDULES", "ACCEPTANCES", "MODES",
+           "schedule_length", "anneal_memory", "MAX_SWEEPS"]
 
 SCHEDULES = ("geometric", "linear")
+#: Upper bound of ``num_sweeps`` (a schedule of 1e9 betas is 8 GB); the job limits
+#: (:mod:`kpp_sdk.limits`) usually refuse far less.
+MAX_SWEEPS = 10**9
 ACCEPTANCES = ("metropolis", "gibbs")
 MODES = ("anneal", "sample")
 
@@ -173,7 +177,8 @@ def _check_states(value: Any) -> np.ndarray:
 #: The options of ``sa.cpu`` and ``sa.gpu`` (defaults in the table; ``help(device.sample)``).
 SA_OPTIONS = OptionSpec(
     num_sweeps=Option(1000, "sweeps per read, i.e. the length of the schedule (one sweep visits "
-                      "every spin once, in index order)", type=int, ge=1, unit="sweeps"),
+                      "every spin once, in index order)", type=int, ge=1, le=MAX_SWEEPS,
+                      unit="sweeps"),
     beta_schedule=Option("geometric", "'geometric' or 'linear' from beta_range[0] to "
                          "beta_range[1], or an explicit array of betas (one per sweep)",
                          check=_check_beta_schedule),
@@ -187,7 +192,7 @@ SA_OPTIONS = OptionSpec(
     mode=Option("anneal", "'anneal' follows the schedule; 'sample' runs every sweep at the fixed "
                 "beta, so each read is a Markov chain whose final state is a Boltzmann sample",
                 type=str, choices=MODES),
-    beta=Option(None, "the inverse temperature of mode='sample'", type=float, gt=0),
+    beta=Option(None, "the inverse temperature of mode='sample'", type=float, gt=0, le=1e300),
     initial_states=Option(None, "starting states, (num_reads, n) or (n,) of +-1 (default: "
                           "uniformly random)", check=_check_states),
 )
@@ -200,6 +205,25 @@ def check_mode(options: dict) -> None:
     if options["mode"] == "anneal" and options["beta"] is not None:
         raise InvalidOptionError("beta is for mode='sample'; for annealing give "
                                  "beta_range=(hot, cold)")
+
+
+def schedule_length(options: dict) -> int:
+    """Sweeps per read of a job (``num_sweeps``, or the length of a custom ``beta_schedule``),
+    without building the schedule."""
+    sched = options["beta_schedule"]
+    if sched is not None and not isinstance(sched, str):
+        return int(np.size(sched))
+    return int(options["num_sweeps"])
+
+
+def anneal_memory(problem: IsingProblem, num_reads: int, options: dict) -> dict:
+    """The memory terms (bytes) every annealer's job has: the schedule (``np.geomspace`` builds
+    it with two temporaries), the per-read seeds, the starting states and the output spins."""
+    n, sweeps = problem.n, schedule_length(options)
+    return {"schedule": 3 * 8 * sweeps,
+            "seeds": 16 * num_reads,
+            "initial_states": num_reads * n if options["initial_states"] is not None else 0,
+            "spins": num_reads * n}
 
 
 @dataclass(frozen=True)

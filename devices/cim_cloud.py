@@ -17,7 +17,13 @@ from kpp_sdk.cloud.client import HttpClient, is_retryable
 from kpp_sdk.cloud.poller import JobPoller
 from kpp_sdk.config import load_config, mask
 from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, resolve_seed
-from kpp_sdk.errors import CloudError, ConfigError, InvalidOptionError, RequestTooLargeError
+from kpp_sdk.errors import (
+    CloudError,
+    ConfigError,
+    InvalidOptionError,
+    InvalidResponseError,
+    RequestTooLargeError,
+)
 from kpp_sdk.job import Job
 from kpp_sdk.options import as_spec
 from kpp_sdk.problem import IsingProblem
@@ -265,7 +271,7 @@ class CIMCloud(Device):
         try:
             info = self.http.request("POST", f"{P}/jobs", body=body, model=wire.JobInfo,
                                      what="submit")
-            fut = jobs.track(info, spec.problem)
+            fut = jobs.track(info, spec.problem, spec.num_reads)
         finally:
             jobs.end_submit()
         return Job(fut, info.id, self.name, submitted_at=submitted_at,
@@ -276,16 +282,20 @@ class CIMCloud(Device):
     def job(self, job_id: str) -> Job:
         """Re-attach to a job of this token by its id (e.g. after the submitting process died)."""
         self._require_token()
+        path = wire.job_path(job_id)  # checked and escaped: an id never reaches another route
         jobs = self._jobs
         jobs.begin_submit()
         try:
-            info = self.http.request("GET", f"{P}/jobs/{job_id}", params={"watcher": jobs.watcher},
+            info = self.http.request("GET", path, params={"watcher": jobs.watcher},
                                      model=wire.JobInfo, what=f"job {job_id}")
+            if info.id != job_id:
+                raise InvalidResponseError(f"asked for job {job_id}, the server answered with "
+                                           f"job {info.id}")
             fut = jobs.future_of(job_id)
             if fut is None:
-                req = self.http.request("GET", f"{P}/jobs/{job_id}/problem",
+                req = self.http.request("GET", wire.job_path(job_id, "/problem"),
                                         model=wire.SubmitRequest, what=f"problem of job {job_id}")
-                fut = jobs.track(info, wire.decode_problem(req.problem))
+                fut = jobs.track(info, wire.decode_problem(req.problem), req.num_reads)
         finally:
             jobs.end_submit()
         return Job(fut, job_id, self.name, submitted_at=info.created_at,
@@ -302,7 +312,7 @@ class CIMCloud(Device):
                                  what="list jobs").jobs
 
     def _cancel_remote(self, job_id: str) -> bool:
-        info = self.http.request("DELETE", f"{P}/jobs/{job_id}", model=wire.JobInfo,
+        info = self.http.request("DELETE", wire.job_path(job_id), model=wire.JobInfo,
                                  what=f"cancel job {job_id}")
         if info.status == "CANCELLED":
             return True

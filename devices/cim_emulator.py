@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from kpp_sdk import emulator as emu
-from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
+from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, result_bytes
 from kpp_sdk.errors import InvalidOptionError, ProblemError, ProblemTooLargeError
+from kpp_sdk.limits import JobCost
 from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
@@ -31,6 +32,10 @@ OUTPUTS = ("raw", "topk")
 
 #: Largest problem on a profile without a spin limit (``ideal``): bounded by memory, not physics.
 UNLIMITED_SPINS = 1 << 16
+#: Upper bounds of the options ``runs`` and ``round_trips`` (the job limits usually refuse far
+#: less: see :meth:`CIMEmulator.estimate_cost`).
+MAX_RUNS = 10**7
+MAX_ROUND_TRIPS = 10**8
 
 
 def _check_profile_name(name: Any) -> Any:
@@ -75,9 +80,9 @@ class CIMEmulator(Device):
                       "num_reads lowest-energy states with their counts in num_occurrences",
                       type=str, choices=OUTPUTS),
         runs=Option(None, "runs per task with output='topk' (None: the profile's, 2000)",
-                    type=int, ge=1, unit="runs"),
+                    type=int, ge=1, le=MAX_RUNS, unit="runs"),
         round_trips=Option(None, "round trips per run (None: the profile's, 1000 for "
-                           "qboson-550)", type=int, ge=1, unit="round trips"),
+                           "qboson-550)", type=int, ge=1, le=MAX_ROUND_TRIPS, unit="round trips"),
         feedback=Option(None, "amplitude control: 'none', 'ahc', 'cac', 'cfc' (None: the "
                         "profile's); switching it on also sets the recommended fixed pump "
                         "(kpp_sdk.emulator.CIMParameters.with_feedback)", type=str,
@@ -97,7 +102,16 @@ class CIMEmulator(Device):
                       check=_check_params),
     )
     FAST_OPTIONS = {"round_trips": 120}
+    SLOW_OPTIONS = {"round_trips": 10_000_000}
+    COST_HINT = "round_trips, runs or num_reads"
 
+    #: One core's seconds per (run, round trip): per pulse (gain, noise, ADC, injection) and per
+    #: coupling multiply-add of the FPGA product (dense; a stored coupling when sparse); per
+    #: round trip (the Python loop); measured with the numba engine on SK problems
+    #: (n = 10..500), rounded up. Tracking energies (track_best, CAC) doubles the products.
+    SECONDS_PER_PULSE = 15e-9
+    SECONDS_PER_MAC = 0.04e-9
+    SECONDS_PER_ROUND_TRIP = 20e-6
     def __init__(self, **defaults: Any):
         profile = defaults.get("profile", self.OPTIONS["profile"].default)
         self._profile = self._get_profile(profile)
@@ -187,6 +201,34 @@ class CIMEmulator(Device):
                     f"output='topk' returns at most runs={runs} states; num_reads={num_reads} "
                     "is larger: lower num_reads or raise runs")
 
+    def estimate_cost(self, spec: JobSpec) -> JobCost:
+        """Time: ``runs x round_trips`` steps of the map (class constants), plus the spectral
+        bounds of the couplings (a dense eigendecomposition up to 1200 spins, Lanczos beyond).
+        Memory: the coupling matrices the emulator keeps (float64, the FPGA's copy, and one for
+        energies), per run the amplitudes, noise and feedback buffers and the latency line of
+        measurements, and the result."""
+        p, opts = spec.problem, spec.options
+        cim = self._parameters(opts)  # no problem: no temperature fit (that is O(n^3))
+        topk = opts["output"] == "topk"
+        runs = (opts["runs"] or self._profile.default_runs) if topk else spec.num_reads
+        nt = p.n + (1 if p.has_fields else 0)
+        macs = (p.J.nnz + 2 * p.n) if p.is_sparse else nt * nt
+        energy = cim.feedback == "cac" or bool(opts["track_best"])
+        step = (self.SECONDS_PER_PULSE * nt
+                + self.SECONDS_PER_MAC * macs * (2 if energy else 1))
+        seconds = float(runs) * cim.round_trips * step + cim.round_trips * self.SECONDS_PER_ROUND_TRIP
+        if p.is_sparse or nt > 1200:
+            seconds += 600 * 2e-9 * macs  # two Lanczos runs
+        else:
+            seconds += 2e-9 * nt ** 3
+        amp = 8 if cim.dtype == "float64" else 4
+        parts = {
+            "couplings": (16 * macs if p.is_sparse else 8 * macs) * 3,
+            "run_state": runs * nt * (amp * (6 + cim.latency + 1) + (1 if energy else 0)),
+            "result": result_bytes(runs, p.n) + (runs * nt if topk else 0),
+        }
+        return JobCost(seconds, int(sum(parts.values())), parts)
+
     # --- the work ---------------------------------------------------------------------------
 
     def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
@@ -198,7 +240,8 @@ class CIMEmulator(Device):
         ctx.raise_if_cancelled()
         try:
             res = emu.simulate(J, h, cim, runs=runs, seed=seed, engine=options["engine"],
-                               track_best=bool(options["track_best"]))
+                               track_best=bool(options["track_best"]),
+                               cancel_check=ctx.cancelled)
         except emu.ProblemError as exc:  # IsingProblem validated already; keep the hierarchy
             raise ProblemError(str(exc)) from None
         spins = res.best_spins if options["track_best"] else res.spins

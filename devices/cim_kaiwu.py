@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from kpp_sdk.config import Secret
-from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
+from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, result_bytes
 from kpp_sdk.errors import (
     ConfigError,
     InvalidOptionError,
     InvalidResponseError,
     MissingDependencyError,
 )
+from kpp_sdk.limits import JobCost
 from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem, QuantizedProblem, quantize
 
@@ -96,7 +97,7 @@ class KaiwuCIM(Device):
                                 "(1-32 of A-Z a-z 0-9 _ -)", type=str, check=_check_prefix),
         task_mode=Option("quota", "Kaiwu's billing mode of the task", type=str),
         interval=Option(1.0, "seconds between the SDK's status checks while waiting",
-                        type=float, gt=0.0, unit="s"),
+                        type=float, gt=0.0, le=3600.0, unit="s"),
         checkpoint_dir=Option(None, "folder where the SDK keeps task checkpoints (its "
                               "CheckpointManager.save_dir)", type=str),
     )
@@ -128,13 +129,29 @@ class KaiwuCIM(Device):
                                 supports_fields=True, is_remote=True, max_reads=10_000,
                                 extra={"hardware_spins": HARDWARE_SPINS})
 
+    def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
+        """What the run would find missing, found at submit: the SDK and the credentials."""
+        if self._optimizer is None:
+            self.check_available()
+            self._check_credentials()
+
+    def _check_credentials(self) -> None:
+        if not self._user_id or not self._sdk_code:
+            raise ConfigError("cim.kaiwu needs Kaiwu credentials: pass user_id= and sdk_code=, or "
+                              "set KAIWU_USER_ID and KAIWU_SDK_CODE")
+
+    def estimate_cost(self, spec: JobSpec) -> JobCost:
+        """The work is remote: no local compute time is stated. Memory: the Kaiwu matrix (and
+        its quantized copies) and the result."""
+        n, reads = spec.problem.n, spec.num_reads
+        parts = {"kaiwu_matrix": 3 * 8 * (n + 1) ** 2, "result": result_bytes(reads, n)}
+        return JobCost(None, int(sum(parts.values())), parts)
+
     def _make_optimizer(self, num_reads: int, options: dict, job_id: str) -> Any:
         self.check_available()
         import kaiwu as kw
 
-        if not self._user_id or not self._sdk_code:
-            raise ConfigError("cim.kaiwu needs Kaiwu credentials: pass user_id= and sdk_code=, or "
-                              "set KAIWU_USER_ID and KAIWU_SDK_CODE")
+        self._check_credentials()
         key = (self._user_id, self._sdk_code.reveal())
         with _license_lock:
             if key not in _licensed:
@@ -150,8 +167,8 @@ class KaiwuCIM(Device):
              ctx: RunContext) -> RunResult:
         matrix, qp = kaiwu_matrix(problem)
         optimizer = self._optimizer or self._make_optimizer(num_reads, options, ctx.job_id)
-        ctx.raise_if_cancelled()
-        raw = optimizer.solve(matrix)
+        # the SDK's solve blocks until the cloud task ends: wait for it where a cancel is seen
+        raw = ctx.call(optimizer.solve, matrix)
         spins = spins_from_kaiwu_output(raw, problem.n)
         return RunResult(spins, info={"quantization_scale": qp.scale,
                                       "quantization_max_error": qp.max_error,

@@ -4,11 +4,19 @@ against."""
 from __future__ import annotations
 
 from kpp_sdk.config import available_cores
-from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
+from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, result_bytes
+from kpp_sdk.limits import JobCost
 from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
-from .annealing import SA_OPTIONS, AnnealPlan, check_mode, seed_streams
+from .annealing import (
+    SA_OPTIONS,
+    AnnealPlan,
+    anneal_memory,
+    check_mode,
+    schedule_length,
+    seed_streams,
+)
 
 __all__ = ["SimulatedAnnealingCPU"]
 
@@ -30,10 +38,21 @@ class SimulatedAnnealingCPU(Device):
     OPTIONS = OptionSpec(
         SA_OPTIONS,
         num_threads=Option(None, "threads used for the reads of one job (default: the cores "
-                           "this process may use); results do not depend on it", type=int, ge=1),
+                           "this process may use); results do not depend on it", type=int, ge=1,
+                           le=4096),
     )
+    COST_HINT = "num_sweeps or num_reads"
+
+    #: Seconds per spin visit (decision and random draw) and per element of a field update
+    #: (dense: a row of J per flip, about a quarter of the visits flip over an anneal; sparse:
+    #: one stored coupling), one core; measured on SK and sparse +-1 problems (n = 10..10^4),
+    #: rounded up.
+    SECONDS_PER_VISIT = 20e-9
+    SECONDS_PER_DENSE_ELEMENT = 0.05e-9
+    SECONDS_PER_SPARSE_ELEMENT = 3e-9
 
     FAST_OPTIONS = {"num_sweeps": 50}
+    SLOW_OPTIONS = {"num_reads": 64, "num_sweeps": 200_000}
 
     #: The largest problem; dense J needs n^2 * 8 bytes, so dense problems this large are
     #: limited by memory long before this.
@@ -50,6 +69,23 @@ class SimulatedAnnealingCPU(Device):
 
     def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> AnnealPlan:
         return AnnealPlan.build(problem, num_reads, options)
+
+    def estimate_cost(self, spec: JobSpec) -> JobCost:
+        """Time: ``reads x sweeps x (n x SECONDS_PER_VISIT + work per flip)`` (see the class
+        constants). Memory: :func:`~kpp_sdk.devices.annealing.anneal_memory`, the float32 copy
+        of a dense J the kernel may use (or a canonical copy of a sparse one), the result."""
+        p, reads = spec.problem, spec.num_reads
+        visits = float(reads) * schedule_length(spec.options) * p.n
+        parts = anneal_memory(p, reads, spec.options)
+        if p.is_sparse:
+            per_visit = (self.SECONDS_PER_VISIT
+                         + self.SECONDS_PER_SPARSE_ELEMENT * p.J.nnz / p.n)
+            parts["couplings_copy"] = 24 * p.J.nnz + 16 * p.n  # canonical CSR, |J| for beta
+        else:
+            per_visit = self.SECONDS_PER_VISIT + self.SECONDS_PER_DENSE_ELEMENT * p.n
+            parts["couplings_copy"] = 4 * p.n * p.n
+        parts["result"] = result_bytes(reads, p.n)
+        return JobCost(visits * per_visit, int(sum(parts.values())), parts)
 
     def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
              ctx: RunContext) -> RunResult:

@@ -6,13 +6,21 @@ from typing import Any
 
 import numpy as np
 
-from kpp_sdk.device import Device, DeviceProperties, RunContext, RunResult
+from kpp_sdk.device import Device, DeviceProperties, JobSpec, RunContext, RunResult, result_bytes
 from kpp_sdk.errors import InvalidOptionError, MissingDependencyError
+from kpp_sdk.limits import JobCost
 from kpp_sdk.options import Option, OptionSpec
 from kpp_sdk.problem import IsingProblem
 
 from . import _sa_array
-from .annealing import SA_OPTIONS, AnnealPlan, check_mode, seed_streams
+from .annealing import (
+    SA_OPTIONS,
+    AnnealPlan,
+    anneal_memory,
+    check_mode,
+    schedule_length,
+    seed_streams,
+)
 
 __all__ = ["CudaUnavailableError", "SimulatedAnnealingGPU", "require_cuda"]
 
@@ -80,6 +88,15 @@ class SimulatedAnnealingGPU(Device):
     )
 
     FAST_OPTIONS = {"num_sweeps": 50}
+    SLOW_OPTIONS = {"num_sweeps": 10_000_000}
+    COST_HINT = "num_sweeps or num_reads"
+
+    #: Host seconds of the NumPy reference per (spin, sweep): a fixed cost of the per-spin array
+    #: operations plus a cost per read and per (read, spin) of the tile products; measured,
+    #: rounded up. On CuPy the host waits for the GPU: SECONDS_PER_GPU_VISIT per (read, sweep,
+    #: spin) is a rough figure for the fused kernel.
+    NUMPY_SECONDS = (20e-6, 0.6e-6, 2e-9)
+    SECONDS_PER_GPU_VISIT = 1e-9
 
     #: The largest problem (as ``sa.cpu``); dense J needs n^2 * 8 bytes of GPU memory.
     MAX_SPINS = 1 << 20
@@ -112,6 +129,26 @@ class SimulatedAnnealingGPU(Device):
 
     def _prepare(self, problem: IsingProblem, num_reads: int, options: dict) -> AnnealPlan:
         return AnnealPlan.build(problem, num_reads, options)
+
+    def estimate_cost(self, spec: JobSpec) -> JobCost:
+        """Time: the NumPy reference is vectorised over the reads of a chunk and loops over
+        spins and sweeps (:attr:`NUMPY_SECONDS`); CuPy: :attr:`SECONDS_PER_GPU_VISIT`. Host
+        memory: :func:`~kpp_sdk.devices.annealing.anneal_memory`, one chunk's state (spins and
+        fields, float64, and the uniforms of a sweep) and the result."""
+        p, reads, opts = spec.problem, spec.num_reads, spec.options
+        sweeps = schedule_length(opts)
+        backend = opts["backend"]
+        chunk = min(reads, max(1, self.CHUNK_ELEMENTS[backend] // p.n))
+        if backend == "numpy":
+            c0, c1, c2 = self.NUMPY_SECONDS
+            chunks = -(-reads // chunk)
+            seconds = float(sweeps) * p.n * (chunks * c0 + reads * c1 + reads * p.n * c2)
+        else:
+            seconds = float(reads) * sweeps * p.n * self.SECONDS_PER_GPU_VISIT
+        parts = anneal_memory(p, reads, opts)
+        parts["chunk_state"] = 6 * 8 * chunk * p.n if backend == "numpy" else 0
+        parts["result"] = result_bytes(reads, p.n)
+        return JobCost(seconds, int(sum(parts.values())), parts)
 
     def _run(self, problem: IsingProblem, *, num_reads: int, seed: int, options: dict,
              ctx: RunContext) -> RunResult:

@@ -370,6 +370,7 @@ def simulate(
     track_best: bool = False,
     best_every: int = 1,
     return_amplitudes: bool = False,
+    cancel_check=None,
 ) -> CIMResult:
     """Run ``runs`` independent CIM runs of ``params.round_trips`` round trips on (J, h).
 
@@ -386,6 +387,8 @@ def simulate(
         evaluated every ``best_every`` round trips and at the end (one extra matrix product
         per evaluation).
     return_amplitudes: also return the final amplitudes.
+    cancel_check: optional callable, called before every round trip (of every batch of runs);
+        when it returns True the simulation stops and ``InterruptedError`` is raised.
     """
     t_start = time.perf_counter()
     if params is None:
@@ -411,6 +414,7 @@ def simulate(
             best_every=best_every,
             return_amplitudes=return_amplitudes,
             t_start=t_start,
+            cancel_check=cancel_check,
         )
 
 
@@ -430,6 +434,7 @@ def _simulate(
     best_every,
     return_amplitudes,
     t_start,
+    cancel_check=None,
 ):
     if params is None:
         params = CIMParameters()
@@ -595,6 +600,8 @@ def _simulate(
                 traj.append(x[loc_rec].copy())
 
         for k in range(K):
+            if cancel_check is not None and cancel_check():
+                raise InterruptedError("CIM simulation cancelled")
             # 1. pump schedule; 2-4 gain, loss, homodyne; ADC
             ramp = 1.0 if K_ramp <= 0 else min(1.0, k / K_ramp)
             p_k = params.p0 + (params.p1 - params.p0) * ramp if K_ramp > 0 else params.p1

@@ -5,14 +5,17 @@
     kpp sample FILE --device sa.cpu --num-reads 100 --seed 0 [--out result.json] [-o key=value]
     kpp --version
 
-Errors the user can fix (a malformed file, an unknown device or option) print one line to stderr
-and exit with status 2; no traceback.
+Errors the user can fix (a malformed file, an unknown device or option, a job beyond the limits)
+print one line to stderr and exit with status 2; no traceback. Ctrl-C anywhere cancels the jobs
+this process is running (locally, or on the server for ``cim.cloud``), waits up to
+:data:`CANCEL_WAIT_S` seconds for them to stop, and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -20,6 +23,9 @@ from . import __version__
 from .errors import InvalidOptionError, KppError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: On Ctrl-C, seconds the running jobs get to stop before the process exits without them.
+CANCEL_WAIT_S = 2.0
 
 #: Modules that add sub-commands: each has ``add_parser(subparsers)`` and imports nothing heavy
 #: (torch, fastapi) at module level, so ``kpp --version`` stays fast.
@@ -193,15 +199,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except KppError as exc:
-        print(f"kpp: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, ValueError) as exc:
-        print(f"kpp: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("kpp: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except (KppError, OSError, ValueError) as exc:
+        print(f"kpp: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("kpp: error: out of memory; use a smaller problem, fewer reads, or lower the job "
+              "limits (KPP_MAX_JOB_MEMORY) so that such jobs are refused up front",
+              file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _interrupted() -> int:
+    """Ctrl-C: cancel this process's jobs, wait a little, exit 130 (see the module docstring).
+    Worker threads of a job that does not stop in time would keep the interpreter alive, so the
+    process then ends with ``os._exit``."""
+    from .job import cancel_active_jobs
+
+    left = 0
+    try:
+        cancelled, left = cancel_active_jobs(timeout=CANCEL_WAIT_S)
+        note = f"; cancelled {cancelled} running job(s)" if cancelled else ""
+        if left:
+            note += f", {left} did not stop within {CANCEL_WAIT_S:g} s"
+        print(f"kpp: interrupted{note}", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        left = 1
+    if left:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

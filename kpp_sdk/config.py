@@ -2,11 +2,14 @@
 
     keyword arguments  >  environment  >  TOML profile file  >  defaults
 
-Environment: ``KPP_API_TOKEN``, ``KPP_API_ENDPOINT``, ``KPP_PROFILE``, ``KPP_CONFIG_FILE``.
+Environment: ``KPP_API_TOKEN``, ``KPP_API_ENDPOINT``, ``KPP_PROFILE``, ``KPP_CONFIG_FILE``, and the
+job limits ``KPP_MAX_JOB_SECONDS`` / ``KPP_MAX_JOB_MEMORY`` (:mod:`kpp_sdk.limits`).
 Profile file: ``$KPP_CONFIG_FILE`` or ``~/.config/kpp/config.toml``, with one table per profile::
 
     [default]
     endpoint = "http://127.0.0.1:8000"
+    max_job_memory = "8GiB"      # local job limits (kpp_sdk.limits)
+    max_job_seconds = 3600
 
     [profile.team]
     endpoint = "https://cim.example.org"
@@ -90,6 +93,9 @@ class Config:
     token: Secret | None = None
     profile: str = "default"
     timeout: float = 30.0
+    #: Local job limits as written (resolved by :func:`kpp_sdk.limits.resolve_limits`).
+    max_job_seconds: Any = None
+    max_job_memory: Any = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
@@ -145,7 +151,9 @@ def load_config(*, endpoint: str | None = None, token: str | Secret | None = Non
     values: dict[str, Any] = {}
     for key, arg, env_key in (("endpoint", endpoint, "KPP_API_ENDPOINT"),
                               ("token", token, "KPP_API_TOKEN"),
-                              ("timeout", timeout, "KPP_TIMEOUT")):
+                              ("timeout", timeout, "KPP_TIMEOUT"),
+                              ("max_job_seconds", None, "KPP_MAX_JOB_SECONDS"),
+                              ("max_job_memory", None, "KPP_MAX_JOB_MEMORY")):
         if arg is not None:
             values[key], sources[key] = arg, "argument"
         elif env.get(env_key):
@@ -166,4 +174,6 @@ def load_config(*, endpoint: str | None = None, token: str | Secret | None = Non
     ep = str(values.get("endpoint", DEFAULT_ENDPOINT))
     if not ep.startswith(("http://", "https://")):
         raise ConfigError(f"endpoint must start with http:// or https://, got {ep!r}")
-    return Config(endpoint=ep.rstrip("/"), token=tok, profile=prof, timeout=tmo, sources=sources)
+    return Config(endpoint=ep.rstrip("/"), token=tok, profile=prof, timeout=tmo,
+                  max_job_seconds=values.get("max_job_seconds"),
+                  max_job_memory=values.get("max_job_memory"), sources=sources)

@@ -19,12 +19,14 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from .errors import InvalidOptionError, InvalidOptionTypeError, ProblemError, ProblemTooLargeError
-from .job import Job, new_job_id
+from .job import CancelToken, InlineExecutor, Job, new_job_id
+from .limits import JobCost, JobLimits, resolve_limits
 from .options import OptionSpec, as_spec, check_int
 from .problem import IsingProblem
 from .sampleset import SampleSet
 
-__all__ = ["Device", "DeviceProperties", "JobSpec", "RunResult", "RunContext", "resolve_seed"]
+__all__ = ["Device", "DeviceProperties", "JobSpec", "RunResult", "RunContext", "resolve_seed",
+           "result_bytes"]
 
 
 @dataclass(frozen=True)
@@ -63,29 +65,72 @@ class RunResult:
 @dataclass
 class RunContext:
     """Handed to :meth:`Device._run`: the job id, a cooperative cancellation check and what
-    :meth:`Device._prepare` returned at validation (``prepared``)."""
+    :meth:`Device._prepare` returned at validation (``prepared``).
+
+    ``cancel_event`` is anything with ``is_set()`` (a :class:`~kpp_sdk.job.CancelToken`, a
+    ``threading.Event``). A device's hot loop calls :meth:`cancelled` (cheap: an attribute read
+    in-process, one ``stat`` across processes) at least every ~100 ms of work and stops when it
+    says True, raising ``InterruptedError`` (:meth:`raise_if_cancelled`); the job then ends
+    CANCELLED."""
 
     job_id: str
-    cancel_event: threading.Event | None = None
+    cancel_event: Any = None
     prepared: Any = None
 
     def cancelled(self) -> bool:
-        return self.cancel_event is not None and self.cancel_event.is_set()
+        return self.cancel_event is not None and bool(self.cancel_event.is_set())
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled():
             raise InterruptedError(f"job {self.job_id} cancelled")
 
+    def call(self, fn: Any, *args: Any, poll_s: float = 0.05, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` for work that cannot check for cancellation itself (a blocking
+        call into another SDK): it runs in a helper thread while this thread checks every
+        ``poll_s`` seconds; on a cancellation ``InterruptedError`` is raised at once and the
+        call is abandoned (it runs to its end in the background; its result is dropped)."""
+        self.raise_if_cancelled()
+        box: dict = {}
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name=f"kpp-call-{self.job_id[:8]}", daemon=True).start()
+        while not done.wait(poll_s):
+            self.raise_if_cancelled()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
 
 @dataclass(frozen=True)
 class JobSpec:
     """A job checked by :meth:`Device.validate`: the problem, ``num_reads``, the complete options
-    (defaults filled in, values normalised) and what the device prepared for it."""
+    (defaults filled in, values normalised), what the device prepared for it and its estimated
+    :class:`~kpp_sdk.limits.JobCost` (None before :meth:`Device.estimate_cost` has run)."""
 
     problem: IsingProblem
     num_reads: int
     options: dict
     prepared: Any = None
+    cost: JobCost | None = None
+
+
+def result_bytes(num_reads: int, n: int) -> int:
+    """Memory of a result of ``num_reads`` samples of ``n`` spins: the int8 spins a
+    :class:`SampleSet` keeps, its float64 energies and int64 occurrences, and the temporaries of
+    checking the spins and computing the energies (three float64 blocks of at most
+    :data:`kpp_sdk.problem.BLOCK_ELEMENTS` spins)."""
+    from .problem import BLOCK_ELEMENTS
+
+    r, n = int(num_reads), int(n)
+    return r * (n + 32) + 3 * 8 * min(r * n, max(BLOCK_ELEMENTS, n))
 
 
 def resolve_seed(seed: Any) -> int:
@@ -109,7 +154,7 @@ def _describe(value: Any) -> Any:
 
 
 def _execute(device: "Device", spec: "JobSpec", seed: int, job_id: str, submitted_at: float,
-             cancel_event: threading.Event | None) -> SampleSet:
+             cancel_event: Any) -> SampleSet:
     """Runs in the executor's worker (a thread, a process or a dask worker)."""
     started = time.time()
     ctx = RunContext(job_id, cancel_event, spec.prepared)
@@ -176,6 +221,9 @@ class Device(abc.ABC):
     executor : concurrent.futures.Executor, optional
         Runs this device's jobs. Default: one worker thread per device instance, so jobs run one
         at a time in submission order, as on a real machine.
+    limits : kpp_sdk.limits.JobLimits, optional
+        The most one job may cost (:meth:`estimate_cost`); default: from the environment and
+        the profile (:func:`kpp_sdk.limits.resolve_limits`).
     **defaults
         Default values for any of :attr:`OPTIONS` (and ``num_reads``), validated now.
     """
@@ -185,6 +233,9 @@ class Device(abc.ABC):
     DEFAULT_NUM_READS: ClassVar[int] = 100
     #: Options that make a run short (used by the conformance suite over every registered device).
     FAST_OPTIONS: ClassVar[Mapping[str, Any]] = {}
+    #: Options that make a run on a small problem take minutes, within the default limits: the
+    #: conformance suite cancels such a job while it runs (empty: the test is skipped).
+    SLOW_OPTIONS: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -192,10 +243,14 @@ class Device(abc.ABC):
             cls.OPTIONS = as_spec(cls.__dict__["OPTIONS"])
         _document_options(cls)
 
-    def __init__(self, *, executor: cf.Executor | None = None, **defaults: Any):
+    def __init__(self, *, executor: cf.Executor | None = None, limits: JobLimits | None = None,
+                 **defaults: Any):
         self._executor = executor
         self._own_executor: cf.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        if limits is not None and not isinstance(limits, JobLimits):
+            raise InvalidOptionError(f"limits must be a kpp_sdk.limits.JobLimits, got {limits!r}")
+        self._limits = limits
         self._default_num_reads = self.check_num_reads(defaults.pop("num_reads",
                                                                     self.DEFAULT_NUM_READS))
         self._defaults = {**self.OPTIONS.defaults(),
@@ -205,12 +260,14 @@ class Device(abc.ABC):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
+        state.setdefault("_limits", None)
         state["_executor"] = None
         state["_own_executor"] = None
         state["_lock"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("_limits", None)
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
@@ -247,6 +304,20 @@ class Device(abc.ABC):
     def _check_run(self, problem: IsingProblem, num_reads: int, options: dict) -> None:
         """The pre-0.2 name of :meth:`_prepare`'s checks (devices that only check)."""
 
+    def estimate_cost(self, spec: JobSpec) -> JobCost:
+        """The compute time and peak memory of the job ``spec`` (checked, not yet prepared),
+        from ``n``, the number of couplings, ``num_reads`` and the options alone: it must not
+        allocate anything that grows with the job. :meth:`validate` compares it with
+        :attr:`limits` before :meth:`_prepare` runs.
+
+        This default knows only the result (:func:`result_bytes`) and cannot say the time
+        (``seconds=None``); devices override it with their own model."""
+        return JobCost(None, result_bytes(spec.num_reads, spec.problem.n),
+                       {"result": result_bytes(spec.num_reads, spec.problem.n)})
+
+    #: What :class:`~kpp_sdk.JobTooLargeError` tells the user to lower.
+    COST_HINT: ClassVar[str] = "num_reads"
+
     @classmethod
     def check_available(cls) -> None:
         """Raise :class:`MissingDependencyError` if an optional dependency is missing."""
@@ -257,6 +328,19 @@ class Device(abc.ABC):
     def options(self) -> dict:
         """The known options with this instance's defaults."""
         return dict(self._defaults)
+
+    @property
+    def limits(self) -> JobLimits:
+        """The most one job may cost (see :mod:`kpp_sdk.limits`); settable."""
+        if self._limits is None:
+            self._limits = resolve_limits()
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: JobLimits) -> None:
+        if not isinstance(value, JobLimits):
+            raise InvalidOptionError(f"limits must be a kpp_sdk.limits.JobLimits, got {value!r}")
+        self._limits = value
 
     @property
     def default_num_reads(self) -> int:
@@ -300,17 +384,20 @@ class Device(abc.ABC):
     def validate(self, problem: IsingProblem, num_reads: int | None = None,
                  **options: Any) -> JobSpec:
         """Everything :meth:`submit` checks, without queueing work: the problem against
-        :attr:`properties`, ``num_reads``, every option, and what needs them together. Returns
-        the checked :class:`JobSpec`; raises a :class:`~kpp_sdk.KppError` subclass that names
-        the problem and the fix. The server and the samplers call this too, so a job that
-        passes here is one the device can run."""
+        :attr:`properties`, ``num_reads``, every option, the job's cost (:meth:`estimate_cost`)
+        against :attr:`limits`, and what needs them together. Returns the checked
+        :class:`JobSpec`; raises a :class:`~kpp_sdk.KppError` subclass that names the problem
+        and the fix (:class:`~kpp_sdk.JobTooLargeError` for a job beyond the limits). The server
+        and the samplers call this too, so a job that passes here is one the device can run."""
         problem = self.check_problem(problem)
         num_reads = self.check_num_reads(self._default_num_reads if num_reads is None
                                          else num_reads)
         given = self.OPTIONS.validate(options, owner=self.name)
         opts = self._check_options({**self._defaults, **given}, problem)
+        cost = self.estimate_cost(JobSpec(problem, num_reads, opts))
+        self.limits.check(cost, self.name, self.COST_HINT)
         prepared = self._prepare(problem, num_reads, opts)
-        return JobSpec(problem, num_reads, opts, prepared)
+        return JobSpec(problem, num_reads, opts, prepared, cost)
 
     # --- the derived API -----------------------------------------------------------------------
 
@@ -340,9 +427,11 @@ class Device(abc.ABC):
         ex = self._executor_for(executor)
         job_id = new_job_id()
         submitted_at = time.time()
-        cancel_event = threading.Event() if isinstance(ex, cf.ThreadPoolExecutor) else None
-        fut = ex.submit(_execute, self, spec, seed, job_id, submitted_at, cancel_event)
-        return Job(fut, job_id, self.name, cancel_event=cancel_event, submitted_at=submitted_at)
+        # threads share the process: an Event; other executors (processes, dask workers on this
+        # machine) see the token's flag file
+        token = CancelToken(shared=not isinstance(ex, (cf.ThreadPoolExecutor, InlineExecutor)))
+        fut = ex.submit(_execute, self, spec, seed, job_id, submitted_at, token)
+        return Job(fut, job_id, self.name, cancel_event=token, submitted_at=submitted_at)
 
     def sample_async(self, problem: IsingProblem, **kwargs: Any) -> Job:
         """The same as :meth:`submit` (the name DESIGN and dimod-style code use for it)."""

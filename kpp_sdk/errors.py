@@ -60,6 +60,17 @@ class ProblemTooLargeError(ProblemError):
     """The problem exceeds what the device (or its hardware profile) can take."""
 
 
+class JobTooLargeError(KppError, ValueError):
+    """A job would need more compute time or memory than the configured limits allow
+    (:class:`kpp_sdk.limits.JobLimits`); raised before any work. ``limit`` names the limit
+    (``"max_job_seconds"`` or ``"max_job_memory"``), ``needed`` and ``allowed`` its values."""
+
+    def __init__(self, message: str, *, limit: str | None = None, needed: float | None = None,
+                 allowed: float | None = None):
+        super().__init__(message)
+        self.limit, self.needed, self.allowed = limit, needed, allowed
+
+
 # --- devices, options, dependencies ---------------------------------------------------------
 
 
@@ -148,6 +159,11 @@ class RequestTooLargeError(CloudError):
 
 class NotFoundError(CloudError):
     """The server does not know the requested job or device (HTTP 404)."""
+
+
+class ResultExpiredError(CloudError, JobError):
+    """The server has deleted the job's request and result under its retention policy
+    (HTTP 410); submit the job again."""
 
 
 class ServerError(CloudError):

@@ -39,6 +39,15 @@ __all__ = ["IsingProblem", "QuantizedProblem", "quantize"]
 
 #: Relative tolerance of the symmetry check: |J_ij - J_ji| <= SYMMETRY_RTOL * max|J|.
 SYMMETRY_RTOL = 1e-9
+#: Samples are checked and their energies computed in blocks of about this many spins, so the
+#: temporaries of :meth:`IsingProblem.energy` stay below ~3 x 8 MiB however many samples.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def _blocks(rows: int, n: int):
+    step = max(1, BLOCK_ELEMENTS // max(n, 1))
+    for a in range(0, rows, step):
+        yield a, min(rows, a + step)
 
 _JSON_FORMAT = "kpp-ising"
 _JSON_VERSION = 1
@@ -46,6 +55,44 @@ _JSON_VERSION = 1
 
 def _first_index(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _real(a: Any, what: str) -> Any:
+    """``a`` with a complex dtype turned real when every imaginary part is zero (nothing is
+    lost); a nonzero imaginary part is an error, never silently dropped."""
+    if not np.iscomplexobj(a):
+        return a
+    data = a.data if sp.issparse(a) else np.asarray(a)
+    bad = np.imag(data) != 0
+    if np.any(bad):
+        where = _first_index(bad) if data.ndim and not sp.issparse(a) else ()
+        at = f" (e.g. {what}{list(where)})" if where else ""
+        raise ProblemError(
+            f"{what} is complex with a nonzero imaginary part{at}; Ising coefficients are real: "
+            f"pass {what}.real if the imaginary part is meant to be dropped")
+    return a.real if sp.issparse(a) else np.real(data)
+
+
+def _check_energy_range_of(J: Any, h: np.ndarray, offset: float) -> None:
+    """Energies are summed as ``-1/2 sum_i s_i (J s)_i - h.s + offset``, whose partial sums are
+    bounded by ``sum |J_ij| + sum |h_i| + |offset|``: that must be a finite float64, or energies
+    overflow. A bound from max|J| settles it without a pass over |J| unless coefficients are
+    huge."""
+    data = J.data if sp.issparse(J) else J
+    if data.size == 0:
+        jmax = 0.0
+    else:
+        jmax = max(float(data.max()), -float(data.min()))
+    hsum = float(np.abs(h).sum())
+    with np.errstate(over="ignore"):
+        bound = jmax * data.size + hsum + abs(offset)
+        if not np.isfinite(bound):
+            bound = float(np.abs(data).sum()) + hsum + abs(offset)
+    if not np.isfinite(bound):
+        raise NonFiniteError(
+            "the coefficients are so large that energies overflow float64 (sum |J_ij| + "
+            "sum |h_i| + |offset| is not finite); rescale the problem, e.g. divide J, h and "
+            "offset by max |coefficient|")
 
 
 class IsingProblem:
@@ -77,7 +124,12 @@ class IsingProblem:
         if h is None:
             h = np.zeros(n)
         else:
-            h = np.array(h, dtype=np.float64, copy=True)
+            try:
+                h = np.array(_real(h, "h"), dtype=np.float64, copy=True)
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, ProblemError):
+                    raise
+                raise ProblemError(f"h must be a numeric vector: {exc}") from None
             if h.ndim != 1:
                 raise SizeMismatchError(f"h must be a 1-D vector, got an array of shape {h.shape}")
             if h.shape[0] != n:
@@ -94,6 +146,7 @@ class IsingProblem:
             raise ProblemError(f"offset must be a real number, got {offset!r}") from None
         if not np.isfinite(offset):
             raise NonFiniteError(f"offset = {offset} is not finite")
+        _check_energy_range_of(J, h, offset)
         h.flags.writeable = False
         self._J, self._h, self._offset, self._n = J, h, offset, n
 
@@ -104,7 +157,7 @@ class IsingProblem:
                 raise NotSquareError(f"J must be square, got shape {J.shape}")
             if J.shape[0] == 0:
                 raise EmptyProblemError("the problem has no variables (J is 0x0)")
-            J = sp.csr_matrix(J, dtype=np.float64, copy=True)
+            J = sp.csr_matrix(_real(J, "J"), dtype=np.float64, copy=True)
             J.eliminate_zeros()
             J.sum_duplicates()
             J.sort_indices()
@@ -123,7 +176,8 @@ class IsingProblem:
                     "constant; move -1/2 * trace(J) into offset"
                 )
             scale = float(np.abs(J.data).max()) if J.nnz else 0.0
-            diff = (J - J.T).tocoo()
+            with np.errstate(over="ignore"):  # +-1e308 pairs: inf, correctly "asymmetric"
+                diff = (J - J.T).tocoo()
             bad = np.abs(diff.data) > SYMMETRY_RTOL * max(scale, 1e-300)
             if bad.any():
                 k = int(np.flatnonzero(bad)[0])
@@ -134,8 +188,10 @@ class IsingProblem:
                 )
             return J
         try:
-            J = np.array(J, dtype=np.float64, copy=True, order="C")
+            J = np.array(_real(J, "J"), dtype=np.float64, copy=True, order="C")
         except (TypeError, ValueError) as exc:
+            if isinstance(exc, ProblemError):
+                raise
             raise ProblemError(f"J must be a numeric matrix: {exc}") from None
         if J.ndim != 2 or J.shape[0] != J.shape[1]:
             raise NotSquareError(f"J must be a square 2-D matrix, got shape {J.shape}")
@@ -155,14 +211,18 @@ class IsingProblem:
                 "constant; move -1/2 * trace(J) into offset"
             )
         scale = float(np.abs(J).max())
-        bad = np.abs(J - J.T) > SYMMETRY_RTOL * max(scale, 1e-300)
+        with np.errstate(over="ignore"):  # +-1e308 pairs: inf, correctly "asymmetric"
+            bad = np.abs(J - J.T) > SYMMETRY_RTOL * max(scale, 1e-300)
         if bad.any():
             i, j = _first_index(bad)
             raise AsymmetricCouplingError(
                 f"J is not symmetric: J[{i}, {j}] = {J[i, j]} but J[{j}, {i}] = {J[j, i]}; "
                 "symmetrise it, e.g. (J + J.T) / 2, or build it from the upper triangle"
             )
-        J = 0.5 * (J + J.T)  # make it exactly symmetric so kernels can use rows for columns
+        if not np.array_equal(J, J.T):
+            # exactly symmetric so kernels can use rows for columns; halves first, so values
+            # near the float64 maximum do not overflow
+            J = 0.5 * J + 0.5 * J.T
         J.flags.writeable = False
         return J
 
@@ -255,24 +315,30 @@ class IsingProblem:
             raise InvalidSpinsError(
                 f"spins must have shape (num_samples, {self._n}) or ({self._n},), got {np.shape(spins)}"
             )
-        bad = (s != 1) & (s != -1)
-        if bad.any():
-            r, c = _first_index(bad)
-            raise InvalidSpinsError(
-                f"spins[{r}, {c}] = {s[r, c]} but spins must be -1 or +1 "
-                "(for 0/1 variables use IsingProblem.from_qubo and x = (s + 1) / 2)"
-            )
+        for a, b in _blocks(s.shape[0], self._n):  # bounded temporaries for any number of rows
+            blk = s[a:b]
+            bad = (blk != 1) & (blk != -1)
+            if bad.any():
+                r, c = _first_index(bad)
+                raise InvalidSpinsError(
+                    f"spins[{a + r}, {c}] = {blk[r, c]} but spins must be -1 or +1 "
+                    "(for 0/1 variables use IsingProblem.from_qubo and x = (s + 1) / 2)"
+                )
         return s.astype(np.int8, copy=False)
 
     def energy(self, spins: Any) -> np.ndarray | float:
         """Energies of one configuration (a float) or many (shape ``(num_samples,)``).
 
-        Vectorised: one sparse or dense matrix product for all samples, in float64.
+        Vectorised: one sparse or dense matrix product per block of samples (blocks of
+        :data:`BLOCK_ELEMENTS` spins, so the float64 temporaries stay bounded), in float64.
         """
         single = np.ndim(spins) == 1
-        s = self.check_spins(spins).astype(np.float64)
-        Js = np.asarray(self._J @ s.T).T if self.is_sparse else s @ self._J
-        e = -0.5 * np.einsum("ij,ij->i", s, Js) - s @ self._h + self._offset
+        s8 = self.check_spins(spins)
+        e = np.empty(s8.shape[0])
+        for a, b in _blocks(s8.shape[0], self._n):
+            s = s8[a:b].astype(np.float64)
+            Js = np.asarray(self._J @ s.T).T if self.is_sparse else s @ self._J
+            e[a:b] = -0.5 * np.einsum("ij,ij->i", s, Js) - s @ self._h + self._offset
         return float(e[0]) if single else e
 
     def energies(self, spins: Any) -> np.ndarray:
@@ -532,6 +598,9 @@ class IsingProblem:
 
     @classmethod
     def from_json_dict(cls, d: Any) -> "IsingProblem":
+        """The inverse of :meth:`to_json_dict`; strict: ``n`` and indices must be integers, each
+        coupled pair appears once with ``i < j``, and a sparse problem without ``h`` may declare
+        at most :data:`kpp_sdk.io.MAX_ISOLATED_SPINS` spins beyond those its couplings name."""
         if not isinstance(d, dict) or d.get("format") != _JSON_FORMAT:
             raise ProblemFormatError(
                 f'not a kpp problem: expected a JSON object with "format": "{_JSON_FORMAT}"'
@@ -542,10 +611,20 @@ class IsingProblem:
                 f"version {_JSON_VERSION}"
             )
         try:
-            n = int(d["n"])
+            n = _json_int(d["n"], "n")
+            if n < 1:
+                raise EmptyProblemError(f"n = {n}; a problem needs at least one spin")
             Jd = d["J"]
+            if not isinstance(Jd, dict):
+                raise ProblemFormatError('"J" must be an object: {"upper": [...]} or '
+                                         '{"i": [...], "j": [...], "v": [...]}')
+            h = d.get("h")
+            if h is not None:
+                h = _json_numbers(h, "h")
+                if h.shape != (n,):
+                    raise SizeMismatchError(f"h has {h.size} entries but n = {n}")
             if "upper" in Jd:
-                upper = np.asarray(Jd["upper"], dtype=np.float64)
+                upper = _json_numbers(Jd["upper"], "J.upper")
                 if upper.shape != (n * (n - 1) // 2,):
                     raise ProblemFormatError(
                         f"J.upper has {upper.size} entries; n = {n} needs {n * (n - 1) // 2}"
@@ -554,26 +633,84 @@ class IsingProblem:
                 J[np.triu_indices(n, 1)] = upper
                 J = J + J.T
             else:
-                i = np.asarray(Jd["i"], dtype=np.int64)
-                j = np.asarray(Jd["j"], dtype=np.int64)
-                v = np.asarray(Jd["v"], dtype=np.float64)
+                i = _json_indices(Jd["i"], "J.i")
+                j = _json_indices(Jd["j"], "J.j")
+                v = _json_numbers(Jd["v"], "J.v")
                 if not (i.shape == j.shape == v.shape):
                     raise ProblemFormatError("J.i, J.j and J.v must have the same length")
+                if h is None and n > 2 * i.size + _max_isolated():
+                    raise ProblemFormatError(
+                        f"n = {n:,} but the {i.size:,} couplings name at most {2 * i.size:,} "
+                        f"spins and there is no h; more than {_max_isolated():,} spins without "
+                        "a coupling or a field is taken for a corrupt file")
                 if i.size and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= n):
                     raise ProblemFormatError(f"a coupling index is outside 0..{n - 1}")
                 if np.any(i == j):
                     k = int(np.flatnonzero(i == j)[0])
                     raise DiagonalCouplingError(f"coupling ({i[k]}, {j[k]}) is a self-coupling")
+                if np.any(i > j):
+                    k = int(np.flatnonzero(i > j)[0])
+                    raise ProblemFormatError(
+                        f"coupling {k} is ({i[k]}, {j[k]}), in the lower triangle; list each "
+                        "pair once with i < j (as to_json_dict writes it)")
+                key = i * n + j
+                if np.unique(key).size != key.size:
+                    order = np.argsort(key, kind="stable")
+                    k = int(order[np.flatnonzero(np.diff(key[order]) == 0)[0] + 1])
+                    raise ProblemFormatError(
+                        f"coupling ({i[k]}, {j[k]}) is listed twice; list each pair once (sum "
+                        "the values if that is meant)")
                 J = sp.coo_matrix(
                     (np.r_[v, v], (np.r_[i, j], np.r_[j, i])), shape=(n, n)
                 ).tocsr()
-            return cls(J, d.get("h"), d.get("offset", 0.0))
+            return cls(J, h, _json_number(d.get("offset", 0.0), "offset"))
         except KeyError as exc:
             raise ProblemFormatError(f"kpp problem JSON lacks the field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ProblemError):
                 raise
             raise ProblemFormatError(f"malformed kpp problem JSON: {exc}") from None
+
+
+def _max_isolated() -> int:
+    from .io import MAX_ISOLATED_SPINS
+
+    return MAX_ISOLATED_SPINS
+
+
+def _json_int(x: Any, what: str) -> int:
+    """An integer from JSON: ints, and floats with an integral value (``3.0``); never ``2.7``."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ProblemFormatError(f"{what} must be an integer, got {x!r}")
+    if isinstance(x, float) and not (np.isfinite(x) and x.is_integer()):
+        raise ProblemFormatError(f"{what} must be an integer, got {x!r} (not rounded)")
+    return int(x)
+
+
+def _json_number(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ProblemFormatError(f"{what} must be a number, got {x!r}")
+    return float(x)
+
+
+def _json_numbers(x: Any, what: str) -> np.ndarray:
+    if not isinstance(x, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                          for v in x):
+        raise ProblemFormatError(f"{what} must be a list of numbers")
+    return np.asarray(x, dtype=np.float64)
+
+
+def _json_indices(x: Any, what: str) -> np.ndarray:
+    if not isinstance(x, list):
+        raise ProblemFormatError(f"{what} must be a list of integers")
+    for k, v in enumerate(x):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (
+                isinstance(v, float) and not (np.isfinite(v) and v.is_integer())):
+            raise ProblemFormatError(f"{what}[{k}] = {v!r} is not an integer index (indices are "
+                                     "never rounded)")
+        if abs(v) >= 2**62:
+            raise ProblemFormatError(f"{what}[{k}] = {v!r} is out of range")
+    return np.fromiter((int(v) for v in x), dtype=np.int64, count=len(x))
 
 
 @dataclass(frozen=True)

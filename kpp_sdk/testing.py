@@ -56,6 +56,9 @@ class DeviceConformance:
 
     #: Options passed to every sampling call (keep the suite fast).
     fast_options: dict = {}
+    #: Options that make a job run for minutes (None: the device class's ``SLOW_OPTIONS``); the
+    #: suite cancels such a job while it runs.
+    slow_options: dict | None = None
     #: Spins of the random test problem (must fit the device).
     n_spins: int = 12
 
@@ -159,6 +162,30 @@ class DeviceConformance:
         finally:
             self.release_queue()
 
+    def test_cancel_reaches_a_running_job(self):
+        """A job that would run for minutes ends CANCELLED (not DONE, not still RUNNING) once
+        cancel() is called while it runs: the device checks for cancellation as it works."""
+        dev, p = self.make_device(), self.problem()
+        opts = dict(type(dev).SLOW_OPTIONS) if self.slow_options is None else self.slow_options
+        if not opts:
+            import pytest
+
+            pytest.skip(f"{dev.name} declares no SLOW_OPTIONS")
+        job = dev.submit(p, seed=0, **opts)
+        for _ in range(6000):
+            if job.status() is not JobStatus.QUEUED:
+                break
+            threading.Event().wait(0.01)
+        assert job.status() is JobStatus.RUNNING, f"the job did not start: {job.status()}"
+        assert job.cancel() is True
+        try:
+            job.result(timeout=120)
+        except JobCancelledError:
+            pass
+        else:
+            raise AssertionError("the job ran to the end: cancel() did not reach it")
+        assert job.status() is JobStatus.CANCELLED
+
     def test_result_timeout_raises_and_job_survives(self):
         dev, p = self.make_device(), self.problem()
         job = self.queued_job(dev, p)
@@ -238,7 +265,7 @@ class DeviceConformance:
 
 def conformance_for(name: str, **device_options: Any) -> type:
     """A ``Test...`` class running the suite on the registered device ``name`` with its
-    :attr:`Device.FAST_OPTIONS`."""
+    :attr:`Device.FAST_OPTIONS` (and :attr:`Device.SLOW_OPTIONS` for the cancellation test)."""
     from .registry import device_class, get_device
 
     cls = device_class(name)

@@ -19,7 +19,7 @@ from .. import errors as E
 __all__ = ["STATUS_ERRORS", "RETRYABLE_STATUSES", "PASS_THROUGH", "error_class_for_status",
            "status_for_exception", "error_from_response", "parse_retry_after",
            "IdempotencyConflict",
-           "CloudConnectionError"]
+           "CloudConnectionError", "ResponseTooLargeError"]
 
 
 class IdempotencyConflict(E.CloudError):
@@ -28,6 +28,10 @@ class IdempotencyConflict(E.CloudError):
 
 class CloudConnectionError(E.CloudError):
     """No usable answer: the connection failed, timed out or was cut off. Retried."""
+
+
+class ResponseTooLargeError(E.InvalidResponseError):
+    """The server's answer is larger than the request can produce. Not retried."""
 
 
 #: HTTP status -> the exception the client raises. Statuses not listed map by class: 5xx to
@@ -39,6 +43,7 @@ STATUS_ERRORS: Mapping[int, type[E.CloudError]] = {
     404: E.NotFoundError,
     408: E.ServerError,
     409: IdempotencyConflict,
+    410: E.ResultExpiredError,
     413: E.RequestTooLargeError,
     422: E.CloudError,
     429: E.RateLimitError,
@@ -58,8 +63,7 @@ PASS_THROUGH: Mapping[str, type[E.KppError]] = {
         E.ProblemError, E.EmptyProblemError, E.NotSquareError, E.AsymmetricCouplingError,
         E.DiagonalCouplingError, E.NonFiniteError, E.SizeMismatchError, E.InvalidSpinsError,
         E.SampleSetError, E.ProblemFormatError, E.ProblemTooLargeError, E.UnknownOptionError,
-        E.InvalidOptionError, E.InvalidOptionTypeError,
-        E.DeviceNotFoundError,
+        E.InvalidOptionError, E.InvalidOptionTypeError, E.DeviceNotFoundError, E.JobTooLargeError,
     )
 }
 
@@ -67,6 +71,7 @@ PASS_THROUGH: Mapping[str, type[E.KppError]] = {
 _EXCEPTION_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (E.RequestTooLargeError, 413),
     (IdempotencyConflict, 409),
+    (E.ResultExpiredError, 410),
     (E.RateLimitError, 429),
     (E.AuthenticationError, 401),
     (E.NotFoundError, 404),
@@ -75,6 +80,7 @@ _EXCEPTION_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (E.SampleSetError, 422),
     (E.UnknownOptionError, 422),
     (E.InvalidOptionError, 422),
+    (E.JobTooLargeError, 422),
 )
 
 

@@ -53,6 +53,9 @@ class LocalServer:
         The ``kpp serve`` flags of the same names (``rate_limit`` default 0: unlimited).
     args : sequence of str
         More ``kpp serve`` arguments.
+    env : mapping, optional
+        Environment variables for the server process (over this process's; e.g. a
+        ``PYTHONPATH`` holding a plugin device).
     workdir : path, optional
         Folder for the store, tokens and log (default: a new temporary folder, removed by
         :meth:`close` unless ``keep``).
@@ -62,6 +65,7 @@ class LocalServer:
                  clients: Mapping[str, str] | None = None, port: int | None = None,
                  workers: int = 1, rate_limit: float = 0.0, max_request_bytes: int | None = None,
                  paused: bool = False, args: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None,
                  workdir: str | os.PathLike | None = None,
                  keep: bool = False, startup_timeout: float = 60.0):
         self.devices = [devices] if isinstance(devices, str) else list(devices)
@@ -70,6 +74,7 @@ class LocalServer:
         self.workers, self.rate_limit = workers, rate_limit
         self.max_request_bytes, self.paused = max_request_bytes, paused
         self.extra_args = list(args)
+        self.env = dict(env or {})
         self._own_dir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kpp-serve-"))
         self.keep = keep
@@ -121,6 +126,7 @@ class LocalServer:
             raise RuntimeError(f"the server (pid {self.pid}) is already running")
         env = {k: v for k, v in os.environ.items() if k != "KPP_SERVER_TOKENS"}
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, env=env)

@@ -7,9 +7,16 @@ fetches its result and resolves the job's future.
 
 With ``long_poll=0`` it polls instead, with a backoff: the interval starts at ``interval_min``,
 grows by half after every answer without news, up to ``interval_max``, and drops back to
-``interval_min`` on news. Errors that a retry may cure (the server restarting, 5xx, 429) are
-retried by the HTTP layer and then, by this loop, for up to ``max_outage`` seconds before the
-outstanding jobs fail with the last error; other errors fail the jobs concerned at once.
+``interval_min`` on news. A long poll that comes back without news well before its ``wait`` (a
+server that does not hold long polls) gets the same backoff, so no server can make the poller
+spin. Errors that a retry may cure (the server restarting, 5xx, 429) are retried by the HTTP
+layer and then by this loop; ``max_outage`` seconds after the first failed poll *started*, no
+retry starts any more and the outstanding jobs fail with the last error (so the outage is
+``max_outage`` plus at most one request timeout); other errors fail the jobs concerned at once.
+
+A result is read only up to the size its job can produce (:func:`~kpp_sdk.cloud.wire.
+max_result_bytes`), and must hold ``num_reads`` samples (fewer only when their occurrences add up
+to at least ``num_reads``: a de-duplicated result).
 """
 
 from __future__ import annotations
@@ -22,7 +29,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import JobCancelledError, JobFailedError, KppError, NotFoundError
+from ..errors import (
+    InvalidResponseError,
+    JobCancelledError,
+    JobFailedError,
+    KppError,
+    NotFoundError,
+)
 from ..problem import IsingProblem
 from ..sampleset import SampleSet
 from . import wire
@@ -41,9 +54,30 @@ class _Tracked:
     future: cf.Future
     problem: IsingProblem
     known: str
+    num_reads: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     running: bool = False
     fetch_errors: int = 0
+
+
+def _sample_count_problem(ss: wire.SampleSetPayload, num_reads: int | None) -> str:
+    """Why a result cannot be the answer to ``num_reads`` reads ('' when it can)."""
+    if num_reads is None:
+        return ""
+    m = ss.num_samples
+    if m > num_reads:
+        return f"{m} samples for num_reads = {num_reads}"
+    if m < num_reads:
+        try:
+            total = int(wire.decode_array(ss.num_occurrences, what="num_occurrences",
+                                          dtypes=("int64",), ndim=1).sum())
+        except KppError:
+            return ""  # the decoder names the defect
+        if total < num_reads:
+            return (f"{m} samples (occurrences adding up to {total}) for num_reads = "
+                    f"{num_reads}; a result holds num_reads samples, or fewer distinct ones "
+                    "whose occurrences add up to at least num_reads")
+    return ""
 
 
 class JobPoller:
@@ -81,14 +115,18 @@ class JobPoller:
             self._inflight -= 1
             self._cond.notify_all()
 
-    def track(self, info: wire.JobInfo, problem: IsingProblem) -> cf.Future:
-        """The future of job ``info.id`` (the same one if the job is tracked already)."""
+    def track(self, info: wire.JobInfo, problem: IsingProblem,
+              num_reads: int | None = None) -> cf.Future:
+        """The future of job ``info.id`` (the same one if the job is tracked already);
+        ``num_reads`` is what was asked for (checked against the result)."""
+        wire.check_job_id(info.id)
         with self._cond:
             known = self._jobs.get(info.id)
             if known is not None:
                 return known.future
         fut: cf.Future = cf.Future()
-        t = _Tracked(info.id, fut, problem, info.status)
+        t = _Tracked(info.id, fut, problem, info.status,
+                     info.num_reads if num_reads is None else int(num_reads))
         if info.status == "RUNNING":
             self._mark_running(t)
         with self._cond:
@@ -149,8 +187,10 @@ class JobPoller:
     def _fetch(self, t: _Tracked) -> bool:
         """Fetch and deliver a final job's result; False if it must be tried again."""
         try:
-            res = self.http.request("GET", f"{P}/jobs/{t.job_id}/result", model=wire.JobResult,
-                                    what=f"result of job {t.job_id}")
+            res = self.http.request("GET", wire.job_path(t.job_id, "/result"),
+                                    model=wire.JobResult, what=f"result of job {t.job_id}",
+                                    max_bytes=wire.max_result_bytes(t.num_reads or 1,
+                                                                    t.problem.n))
         except KppError as exc:
             t.fetch_errors += 1
             if not is_retryable(exc) or t.fetch_errors > 20:
@@ -161,6 +201,10 @@ class JobPoller:
         if status == "DONE":
             if res.sampleset is None:
                 self._resolve(t, error=JobFailedError(f"job {t.job_id}: DONE without a result"))
+                return True
+            bad = _sample_count_problem(res.sampleset, t.num_reads)
+            if bad:
+                self._resolve(t, error=InvalidResponseError(f"result of job {t.job_id}: {bad}"))
                 return True
             try:
                 ss = self.finish(res, t.problem)
@@ -215,16 +259,18 @@ class JobPoller:
             if not pending:
                 continue
             wait = self.long_poll if not inflight else min(self.long_poll, 0.2)
+            started = time.monotonic()
+            since = outage_since if outage_since is not None else started
             try:
                 resp = self.http.request(
                     "POST", f"{P}/jobs/poll",
                     body={"jobs": pending, "wait": wait, "watcher": self.watcher},
                     model=wire.PollResponse, read_timeout=wait + self.http.read_timeout,
-                    what="poll")
+                    what="poll", deadline=since + self.max_outage)
             except KppError as exc:
                 now = time.monotonic()
-                outage_since = outage_since if outage_since is not None else now
-                if not is_retryable(exc) or now - outage_since > self.max_outage:
+                outage_since = since
+                if not is_retryable(exc) or now - outage_since >= self.max_outage:
                     for i in pending:
                         t = self._jobs.get(i)
                         if t is not None:
@@ -252,6 +298,10 @@ class JobPoller:
                     news = True
                     self._resolve(t, error=NotFoundError(
                         f"the server no longer knows job {i} (was its store replaced?)", 404))
-            if self.long_poll <= 0:
+            quick = time.monotonic() - started < 0.5 * wait
+            if self.long_poll <= 0 or (quick and not news and not inflight):
+                # plain polling, or a long poll answered at once without news: back off
                 interval = self.interval_min if news else min(interval * 1.5, self.interval_max)
                 self._sleep(interval)
+            elif news:
+                interval = self.interval_min

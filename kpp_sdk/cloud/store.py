@@ -14,6 +14,13 @@ Lifecycle of a row::
 
 Completion is fenced by the attempt number, so a stale worker can never overwrite the result of
 a later run, and a job is finished at most once.
+
+Retention (:class:`RetentionPolicy`, :meth:`JobStore.purge`): a finished job's request and result
+are deleted once it is older than ``max_age_s``, and oldest first while the stored bodies exceed
+``max_bytes``; the row stays as a tombstone with ``expired_at`` set (the server answers 410 for
+its result) for :data:`TOMBSTONE_S`, then goes. The WAL is kept below :data:`WAL_LIMIT_BYTES`
+and :meth:`JobStore.compact` (``kpp serve --compact``) gives the freed pages back to the file
+system.
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ from pathlib import Path
 from ..errors import ConfigError
 from .errors import IdempotencyConflict
 
-__all__ = ["JobStore", "JobRow"]
+__all__ = ["JobStore", "JobRow", "RetentionPolicy", "PurgeReport", "TOMBSTONE_S"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+#: Tombstones of expired jobs are kept this long (seconds), then deleted (404 from then on).
+TOMBSTONE_S = 30 * 86_400.0
+#: SQLite truncates its write-ahead log to this size after a checkpoint.
+WAL_LIMIT_BYTES = 16 * 2**20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +67,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at      REAL,
     attempts         INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    expired_at       REAL,
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -64,7 +76,36 @@ CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, seq);
 
 _INFO_COLUMNS = ("id, owner, idempotency_key, device, status, num_spins, num_reads, seed, "
                  "created_at, started_at, finished_at, attempts, cancel_requested, error_type, "
-                 "error_message")
+                 "error_message, expired_at")
+_FINISHED = "('DONE', 'FAILED', 'CANCELLED')"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long the store keeps finished jobs. ``max_age_s``: seconds after a job finished
+    (None: forever); ``max_bytes``: the stored requests and results together (None: no limit;
+    the oldest finished jobs go first; unfinished jobs are never dropped)."""
+
+    max_age_s: float | None = 7 * 86_400.0
+    max_bytes: int | None = 1 << 30
+
+    def __post_init__(self) -> None:
+        if self.max_age_s is not None and not self.max_age_s > 0:
+            raise ConfigError(f"the retention age must be > 0 seconds, got {self.max_age_s}")
+        if self.max_bytes is not None and not self.max_bytes > 0:
+            raise ConfigError(f"the store size limit must be > 0 bytes, got {self.max_bytes}")
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    """What :meth:`JobStore.purge` did: jobs expired by age and by size, tombstones deleted,
+    and the bytes of the stored bodies before and after."""
+
+    expired_by_age: int
+    expired_by_size: int
+    tombstones_deleted: int
+    bytes_before: int
+    bytes_after: int
 
 
 @dataclass(frozen=True)
@@ -86,6 +127,7 @@ class JobRow:
     cancel_requested: bool
     error_type: str | None
     error_message: str | None
+    expired_at: float | None = None
     request: bytes | None = None
 
     def to_info(self) -> dict:
@@ -101,7 +143,7 @@ class JobRow:
 
 def _row(r: sqlite3.Row | tuple, request: bytes | None = None) -> JobRow:
     return JobRow(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), float(r[8]),
-                  r[9], r[10], int(r[11]), bool(r[12]), r[13], r[14], request)
+                  r[9], r[10], int(r[11]), bool(r[12]), r[13], r[14], r[15], request)
 
 
 class JobStore:
@@ -127,6 +169,10 @@ class JobStore:
             if row is None:
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)",
                             (str(_SCHEMA_VERSION),))
+            elif int(row[0]) == 1:  # version 1 had no retention: add the tombstone column
+                con.execute("ALTER TABLE jobs ADD COLUMN expired_at REAL")
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                            (str(_SCHEMA_VERSION),))
             elif int(row[0]) != _SCHEMA_VERSION:
                 raise ConfigError(
                     f"{self.path} has job-store schema {row[0]}; this kpp-sdk uses "
@@ -141,6 +187,7 @@ class JobStore:
                                   check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            con.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self._local.con = con
         return con
 
@@ -284,6 +331,62 @@ class JobStore:
                     (owner, *chunk)):
                 out[r[0]] = _row(r)
         return out
+
+    # --- retention ------------------------------------------------------------------------------
+
+    def stored_bytes(self, status: str | None = None) -> int:
+        """Bytes of the stored requests and results (of jobs in ``status`` only, if given)."""
+        q = "SELECT COALESCE(SUM(length(request) + COALESCE(length(result), 0)), 0) FROM jobs"
+        args: tuple = ()
+        if status:
+            q += " WHERE status = ?"
+            args = (status,)
+        return int(self._con().execute(q, args).fetchone()[0])
+
+    def purge(self, policy: RetentionPolicy, now: float | None = None) -> PurgeReport:
+        """Apply ``policy`` (see the module docstring); returns what was done."""
+        now = time.time() if now is None else now
+        con = self._con()
+        before = self.stored_bytes()
+        by_age = by_size = 0
+        with con:
+            if policy.max_age_s is not None:
+                by_age = con.execute(
+                    "UPDATE jobs SET request = x'', result = NULL, expired_at = ? "
+                    f"WHERE expired_at IS NULL AND status IN {_FINISHED} AND finished_at < ?",
+                    (now, now - policy.max_age_s)).rowcount
+            tomb = con.execute("DELETE FROM jobs WHERE expired_at < ?",
+                               (now - TOMBSTONE_S,)).rowcount
+        total = self.stored_bytes()
+        if policy.max_bytes is not None and total > policy.max_bytes:
+            rows = con.execute(
+                "SELECT id, length(request) + COALESCE(length(result), 0) FROM jobs "
+                f"WHERE expired_at IS NULL AND status IN {_FINISHED} ORDER BY finished_at, seq"
+            ).fetchall()
+            victims = []
+            for job_id, size in rows:
+                if total <= policy.max_bytes:
+                    break
+                victims.append(job_id)
+                total -= int(size)
+            with con:
+                for k in range(0, len(victims), 500):
+                    chunk = victims[k:k + 500]
+                    by_size += con.execute(
+                        "UPDATE jobs SET request = x'', result = NULL, expired_at = ? WHERE id IN "
+                        f"({','.join('?' * len(chunk))})", (now, *chunk)).rowcount
+        if by_age or by_size or tomb:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return PurgeReport(by_age, by_size, tomb, before, self.stored_bytes())
+
+    def compact(self, policy: RetentionPolicy | None = None) -> PurgeReport | None:
+        """Purge (when ``policy`` is given), then ``VACUUM``: the file shrinks to what it holds.
+        Needs the store to itself (:meth:`lock` first)."""
+        report = self.purge(policy) if policy is not None else None
+        con = self._con()
+        con.execute("VACUUM")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report
 
     def request_of(self, job_id: str, owner: str) -> bytes | None:
         r = self._con().execute("SELECT request FROM jobs WHERE id = ? AND owner = ?",

@@ -18,9 +18,11 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import zlib
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,7 +44,8 @@ __all__ = [
     "SampleSetPayload", "JobResult", "DevicePropertiesModel", "DeviceDescription", "DeviceList",
     "WorkerState", "Health",
     "encode_array", "decode_array", "encode_problem", "decode_problem", "encode_options",
-    "decode_options", "encode_sampleset", "decode_sampleset",
+    "decode_options", "encode_sampleset", "decode_sampleset", "problem_memory",
+    "encoded_result_bytes", "max_result_bytes", "check_job_id", "job_path",
 ]
 
 #: Version of this wire format; a request names it and a server refuses versions it does not speak.
@@ -61,6 +64,7 @@ JobStatusName = Literal["QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"]
 FINAL_STATUSES = frozenset({"DONE", "FAILED", "CANCELLED"})
 
 _IDEMPOTENCY_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
+_JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _MAX_SEED = 2**63 - 1
 
 
@@ -192,6 +196,50 @@ def encode_problem(problem: IsingProblem) -> dict:
     return {"num_spins": n, "couplings": couplings,
             "fields": encode_array(problem.h) if problem.has_fields else None,
             "offset": problem.offset}
+
+
+def problem_memory(payload: ProblemPayload) -> tuple[int, int]:
+    """``(peak, resident)`` bytes of decoding ``payload`` into an :class:`IsingProblem`, from its
+    sizes alone (before any array is decoded): ``peak`` while decoding and validating (the
+    upper triangle, the symmetric matrix, the validated copy and the temporaries of its symmetry
+    check), ``resident`` what the problem keeps."""
+    n = payload.num_spins
+    fields = 3 * 8 * n if payload.fields is not None else 8 * n
+    c = payload.couplings
+    if isinstance(c, DenseCouplings):
+        return 5 * 8 * n * n + 4 * n * n + fields, 8 * n * n + 8 * n
+    nnz = int(c.row.shape[0]) if c.row.shape else 0
+    # decoded triplets, both halves of the COO, the CSR, its validated copy and J - J^T
+    return 200 * nnz + 48 * n + fields, 24 * nnz + 16 * n
+
+
+def encoded_result_bytes(num_reads: int, n: int) -> int:
+    """Peak bytes of encoding a result of ``num_reads`` samples for the wire: the packed spins,
+    their base64, the JSON document and its copy in the store, with occurrences and energies."""
+    return 4 * num_reads * ((n + 7) // 8) + 6 * 16 * num_reads
+
+
+def max_result_bytes(num_reads: int, n: int) -> int:
+    """The largest ``GET /v1/jobs/{id}/result`` answer a job of ``num_reads`` samples of ``n``
+    spins can have: the base64 of the packed spins, occurrences and energies, and 1 MiB for the
+    job's state, timing and info."""
+    per_sample = (n + 7) // 8 + 16
+    return 4 * (num_reads * per_sample) // 3 + 64 + 2**20
+
+
+def check_job_id(job_id: Any) -> str:
+    """``job_id`` if it can be a job id (1-128 of ``A-Za-z0-9._:-``, not ``.`` or ``..``);
+    :class:`~kpp_sdk.errors.InvalidOptionError` otherwise, so no id can reach another path."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id) or job_id in (".", ".."):
+        raise InvalidOptionError(
+            f"{job_id!r} is not a job id (1-128 characters of A-Z a-z 0-9 . _ : -, as the "
+            "server returned it in Job.id)")
+    return job_id
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    """``/v1/jobs/<id><suffix>`` with the id checked and escaped."""
+    return f"{API_PREFIX}/jobs/{quote(check_job_id(job_id), safe='')}{suffix}"
 
 
 def decode_problem(payload: ProblemPayload, *, max_bytes: int | None = None,

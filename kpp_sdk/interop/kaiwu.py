@@ -67,8 +67,10 @@ class KaiwuOptimizerDevice(Device):
         try:
             rows, total = [], 0
             while total < num_reads:
-                ctx.raise_if_cancelled()
-                spins = IsingProblem.spins_from_kaiwu(self.optimizer.solve(M), problem.n)
+                # a solve may take long and cannot check for cancellation: wait where a cancel
+                # is seen (RunContext.call)
+                spins = IsingProblem.spins_from_kaiwu(ctx.call(self.optimizer.solve, M),
+                                                      problem.n)
                 rows.append(spins)
                 total += spins.shape[0]
         finally:

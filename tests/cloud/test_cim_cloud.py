@@ -29,6 +29,7 @@ class TestCIMCloudConformance(DeviceConformance):
     """The suite, with the server's workers paused to keep a job certainly QUEUED."""
 
     fast_options = {"num_sweeps": 50}
+    slow_options = {"num_reads": 64, "num_sweeps": 200_000}  # sa.cpu's SLOW_OPTIONS
 
     @pytest.fixture(autouse=True)
     def _server(self, server, admin):

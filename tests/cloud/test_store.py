@@ -145,3 +145,70 @@ def test_the_rate_limiter_allows_bursts_then_the_rate_and_says_how_long_to_wait(
     assert rl.check(Principal("bob"), now=0.5) == 0.0  # buckets are per client
     assert RateLimiter(0).check(who) == 0.0  # 0: unlimited
     assert rl.check(Principal("vip", rate=0.0), now=0.5) == 0.0  # per-token override
+
+
+# --- retention (issue 17, item 5) -------------------------------------------------------------
+
+
+def _finished(store, key, size, finished_at, owner="alice"):
+    from kpp_sdk.cloud.store import JobStore  # noqa: F401 - the fixture's class
+
+    row, _ = store.insert(owner=owner, idempotency_key=key, request_hash="h", device="sa.cpu",
+                          num_spins=4, num_reads=2, seed=1, request=b"q" * size)
+    claimed = store.claim_next()
+    assert claimed.id == row.id
+    store.finish(row.id, claimed.attempts, "DONE", result=b"r" * size)
+    con = store._con()
+    with con:
+        con.execute("UPDATE jobs SET finished_at = ? WHERE id = ?", (finished_at, row.id))
+    return row.id
+
+
+def test_retention_expires_old_jobs_and_keeps_tombstones(store):
+    from kpp_sdk.cloud.store import TOMBSTONE_S, RetentionPolicy
+
+    now = 1_000_000_000.0
+    old = _finished(store, "key-old-01", 1000, now - 8 * 86_400)
+    new = _finished(store, "key-new-01", 1000, now - 3600)
+    queued, _ = _insert(store, "key-queued", request=b"z" * 1000)
+    rep = store.purge(RetentionPolicy(max_age_s=7 * 86_400, max_bytes=None), now=now)
+    assert rep.expired_by_age == 1 and rep.bytes_after == rep.bytes_before - 2000
+    row = store.get(old)
+    assert row.expired_at == now and row.status == "DONE"  # the tombstone keeps the state
+    assert store.result_of(old, "alice") is None and store.request_of(old, "alice") == b""
+    assert store.get(new).expired_at is None and store.result_of(new, "alice") == b"r" * 1000
+    assert store.request_of(queued.id, "alice") == b"z" * 1000
+    rep = store.purge(RetentionPolicy(max_age_s=7 * 86_400, max_bytes=None),
+                      now=now + TOMBSTONE_S + 1)
+    assert rep.tombstones_deleted == 1 and store.get(old) is None
+
+
+def test_retention_by_size_drops_the_oldest_finished_jobs_first(store):
+    from kpp_sdk.cloud.store import RetentionPolicy
+
+    now = 1_000_000_000.0
+    ids = [_finished(store, f"key-size-{k}", 10_000, now - 1000 + k) for k in range(5)]
+    queued, _ = _insert(store, "key-queued", request=b"z" * 50_000)
+    rep = store.purge(RetentionPolicy(max_age_s=None, max_bytes=100_000), now=now)
+    assert rep.expired_by_size == 3 and rep.bytes_after <= 100_000
+    assert [store.get(i).expired_at is not None for i in ids] == [True, True, True, False, False]
+    assert store.get(queued.id).expired_at is None  # unfinished jobs are never dropped
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    from kpp_sdk.cloud.store import JobStore
+
+    path = tmp_path / "v1.sqlite3"
+    s = JobStore(path)
+    row, _ = _insert(s, "key-v1-0001")
+    s.close()
+    con = sqlite3.connect(path)
+    with con:  # what a version-1 store looks like
+        con.execute("ALTER TABLE jobs DROP COLUMN expired_at")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    s = JobStore(path)
+    assert s.get(row.id).expired_at is None and s.get(row.id).status == "QUEUED"
+    s.close()

@@ -52,6 +52,8 @@ class CoinDevice(Device):
 
 
 class TestCoinDeviceConformance(DeviceConformance):
+    slow_options = {"delay": 600.0}
+
     def make_device(self):
         return CoinDevice()
 
