@@ -3,7 +3,8 @@
 A ``kpp`` command runs in this process with a few options appended that make it quick (argparse
 keeps the last value given, so ``--epochs 10 ... --epochs 1`` trains one epoch); ``kpp serve``
 starts as a real server process on a free port and must answer ``/v1/health``; ``python -c``
-lines run in a shell. Installing and running the test suite (``pip``, ``python -m venv``,
+lines run in a shell; a ``python benchmarks/...`` line (minutes of work, bench extras) is checked
+for its script and flags through the script's ``--help``. Installing and running the test suite (``pip``, ``python -m venv``,
 ``pytest``) is the set-up that CI runs (tests/core/test_readme.py keeps the README's in step with
 it). The commands of one page run in order in one folder, so a later line may use an earlier
 one's output (``--resume runs/sa/checkpoint.pt``); the shipped data files are found as in a
@@ -101,6 +102,15 @@ def _run(line: str, cwd: Path, capsys) -> None:
             code = exc.code
         out = capsys.readouterr()
         assert code == 0, f"{line}\n{out.err[-2000:]}"
+        return
+    if words[0] == "python" and words[1].startswith("benchmarks/"):
+        # a benchmark runs for minutes and may need the bench extras: check that the script
+        # exists and knows every flag the line uses (its --help is quick and imports nothing
+        # heavy), not the benchmark itself
+        out = subprocess.run([sys.executable, words[1], "--help"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+        for flag in (w.split("=")[0] for w in words[2:] if w.startswith("--")):
+            assert flag in out, f"{line}: {words[1]} has no flag {flag}"
         return
     if words[0] == "python" and words[1] == "-c" or words[0] == "chmod":
         subprocess.run(line.replace("python", shlex.quote(sys.executable), 1), shell=True,
