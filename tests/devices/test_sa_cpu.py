@@ -100,14 +100,81 @@ def test_bad_option_values_are_rejected_at_submit(sa, options, msg):
 
 
 def test_default_beta_range_rule():
+    from kpp_sdk.devices.annealing import COLD_EXCITATIONS, default_beta_range
+
+    # +-1 couplings and one field: the discrete bound sets the cold end
+    J = np.array([[0, 1.0, -1.0, 0], [1.0, 0, 1.0, 0], [-1.0, 1.0, 0, 0], [0, 0, 0, 0]])
+    h = np.array([0.0, 0.0, 0.0, 0.5])
+    hot, cold = default_beta_range(IsingProblem(J, h))
+    # stiffest spin: sqrt(1 + 1) (spins 0-2; spin 3 has sqrt(0.25)); typical uphill move 2 sqrt(2)
+    assert np.exp(-hot * 2 * np.sqrt(2)) == pytest.approx(0.5)
+    # smallest excitations: 2 for spins 0-2, 2 * 0.5 for spin 3; one expected per ten sweeps
+    assert 3 * np.exp(-cold * 2.0) + np.exp(-cold * 1.0) == pytest.approx(COLD_EXCITATIONS)
+    # Gaussian couplings: the pseudo-gap bound, not the smallest |J_ij| (~1e-4 here)
+    p = IsingProblem.random_sk(200, seed=31)
+    hot, cold = default_beta_range(p)
+    sigma2 = (p.J ** 2).sum(axis=1)
+    assert cold == pytest.approx(np.sqrt(200 / COLD_EXCITATIONS) / (2 * np.sqrt(sigma2.mean())))
+    assert np.exp(-hot * 2 * np.sqrt(sigma2.max())) == pytest.approx(0.5)
+    assert cold < 0.01 * np.log(100) / (2 * np.abs(p.J[p.J != 0]).min())
+    # no interactions: the documented fallback
+    assert default_beta_range(IsingProblem(np.zeros((3, 3)))) == (0.1, 1.0)
+
+
+def _gaussian_graph(n: int, degree: float, seed: int) -> IsingProblem:
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    A = np.triu((rng.random((n, n)) < degree / n) * rng.standard_normal((n, n)), 1)
+    return IsingProblem(sp.csr_matrix(A + A.T))
+
+
+def _worst_case_beta_range(p: IsingProblem) -> tuple[float, float]:
+    """The previous default (the control): the largest possible increase accepted with p = 1/2
+    at the start, the smallest |coefficient| with p = 1/100 at the end."""
+    a = np.abs(p.dense_J())
+    return (np.log(2) / (2 * (a.sum(axis=1) + np.abs(p.h)).max()),
+            np.log(100) / (2 * a[a > 0].min()))
+
+
+# fresh instances: none of these families or seeds was used to choose the rule
+_FRESH = {"SK n=150": lambda: IsingProblem.random_sk(150, seed=2024),
+          "SK n=300, fields": lambda: IsingProblem.random_sk(300, seed=77, fields=True),
+          "sparse Gaussian graph n=500": lambda: _gaussian_graph(500, 4.0, 5)}
+
+
+@pytest.mark.parametrize("family", list(_FRESH))
+def test_default_schedule_still_moves_in_its_last_40_percent(family):
+    from kpp_sdk.devices._sa_kernels import anneal
+    from kpp_sdk.devices.annealing import default_beta_range, seed_streams
+
+    p = _FRESH[family]()
+    reads, sweeps = 16, 200
+    sd = seed_streams(0, reads)
+
+    def changed(b0, b1):
+        betas = np.geomspace(b0, b1, sweeps)
+        # a read's first k sweeps are those of the full run: same seed, same stream
+        mid = anneal(p.J, p.h, betas[:int(0.6 * sweeps)], num_reads=reads, seed_streams=sd)
+        end = anneal(p.J, p.h, betas, num_reads=reads, seed_streams=sd)
+        return np.mean(np.any(mid != end, axis=1))
+
+    assert changed(*default_beta_range(p)) >= 0.9
+    assert changed(*_worst_case_beta_range(p)) <= 0.7  # the control: frozen (or nearly)
+
+
+@pytest.mark.parametrize("family", list(_FRESH))
+def test_default_schedule_reaches_lower_energy_than_the_worst_case_rule(sa, family):
     from kpp_sdk.devices.annealing import default_beta_range
 
-    p = IsingProblem(np.array([[0, 2.0, 0], [2.0, 0, -0.5], [0, -0.5, 0]]), [1.0, 0, 0])
-    hot, cold = default_beta_range(p)
-    # largest single-flip increase: spin 1 (|2| + |-0.5|) * 2 = 5 or spin 0 (2 + 1) * 2 = 6
-    assert np.exp(-hot * 6.0) == pytest.approx(0.5)
-    # smallest nonzero increase: 2 * 0.5
-    assert np.exp(-cold * 1.0) == pytest.approx(0.01)
+    p = _FRESH[family]()
+    runs = {}
+    for rule, rng in (("default", None), ("worst case", _worst_case_beta_range(p))):
+        assert rng is None or rng != pytest.approx(default_beta_range(p))
+        e = sa.sample(p, num_reads=32, seed=1, num_sweeps=100, beta_range=rng).energies
+        runs[rule] = (e.mean(), e.std() / np.sqrt(e.size))
+    (new, se_new), (old, se_old) = runs["default"], runs["worst case"]
+    assert new < old - 2 * np.hypot(se_new, se_old), runs
 
 
 def test_dimod_sampler_and_sampleset_round_trip():
