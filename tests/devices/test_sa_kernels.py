@@ -268,6 +268,27 @@ def test_integer_threshold_test_equals_the_float_uniform_test():
     assert K._threshold(-38.5, True) > 2**52  # certain: flip without a draw
 
 
+@pytest.mark.parametrize("gibbs", [False, True])
+def test_accept_with_cache_and_quick_rejection_decides_as_the_plain_threshold(gibbs):
+    # the same flip and the same generator state after, for energy changes with and without
+    # cache hits (integers repeat, Gaussians do not) and on both sides of the quick bound
+    rng = np.random.default_rng(6)
+    des = np.concatenate([rng.normal(0, 5, 3000), rng.integers(-8, 9, 3000).astype(float)])
+    betas = rng.choice([0.05, 0.3, 1.0, 3.0, 20.0], des.size)
+    cache_x, cache_t = np.full(64, np.nan), np.zeros(64, dtype=np.int64)
+    state = tuple(np.uint64(v) for v in seeds(4, 9))
+    ref = state
+    quick = 0
+    for de, beta in zip(des, betas):
+        flip, *state = K._accept(de, beta, gibbs, *state, cache_x, cache_t)
+        x = beta * (de if gibbs else max(de, 0.0))
+        want, *ref = K._decide(K._threshold(x, gibbs), *ref)
+        state, ref = (tuple(np.uint64(v) for v in st) for st in (state, ref))
+        assert flip == want and tuple(state) == tuple(ref), (de, beta)
+        quick += (not want) and 1.0 < x <= 38.0
+    assert quick > 1000  # the quick rejection was exercised
+
+
 # ----------------------------------------------------------------------------- determinism
 
 
