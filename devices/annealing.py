@@ -45,23 +45,31 @@ def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
       excitation (tight for integer couplings; dwave-samplers' rule with that target);
     * continuous: the local fields at a local minimum of a dense spin glass have a linear
       pseudo-gap, ``P(|f|) ~ |f| / sigma**2``, so ``sum_i exp(-2 beta |f_i|) ~ n / (4 beta**2
-      sigma**2)``, giving ``beta = sqrt(n / 0.1) / (2 sigma_rms)``. For Gaussian couplings the
-      discrete bound (the smallest ``|J_ij|``, ~1e-6) ended at beta ~ 1e6, about 60 % of the sweeps
-      after the last flip; this one ends at beta ~ 1.6 for SK n = 1000.
+      sigma**2)``, giving ``beta = sqrt(n / 0.1) / (2 sigma)``. Here ``sigma**2`` is the mean
+      over spins of ``(h_i - mean(h))**2 + sum_j (J_ij - m_i)**2``, ``m_i`` the mean coupling of
+      spin ``i``: a uniform part of the couplings and fields (a ferromagnet, a cardinality
+      penalty) orders or constrains the spins rather than frustrating them, and would otherwise
+      end the anneal before the rest of the energy is resolved.
 
-    No interactions at all: ``(0.1, 1.0)``.
+    For Gaussian couplings the discrete bound (the smallest ``|J_ij|``, ~1e-6) ended the anneal
+    at beta ~ 1e6, about 60 % of the sweeps after the last flip; the continuous one ends at
+    beta ~ 1.6 for SK n = 1000. No interactions at all: ``(0.1, 1.0)``.
     """
     from ._sa_kernels import row_stats
 
-    _, sq_sum, nz_min, _ = row_stats(problem.J, problem.h)
+    J, h, n = problem.J, problem.h, problem.n
+    _, sq_sum, nz_min, _ = row_stats(J, h)
     active = sq_sum > 0
     if not active.any():
         return 0.1, 1.0  # no interactions at all: any schedule samples the flat distribution
-    sigma = np.sqrt(sq_sum[active])
-    hot = math.log(2.0) / (2.0 * float(sigma.max()))
-    sigma_rms = float(np.sqrt(np.mean(sq_sum[active])))
-    cold_continuous = math.sqrt(sigma.size / COLD_EXCITATIONS) / (2.0 * sigma_rms)
-    cold = min(_cold_discrete(2.0 * nz_min[active], COLD_EXCITATIONS), cold_continuous)
+    hot = math.log(2.0) / (2.0 * math.sqrt(float(sq_sum[active].max())))
+    row_sum = np.asarray(J.sum(axis=1)).ravel()
+    spread = (sq_sum - h * h) - row_sum ** 2 / max(n - 1, 1) + (h - h.mean()) ** 2
+    sigma2 = float(np.mean(np.maximum(spread[active], 0.0)))
+    cold = _cold_discrete(2.0 * nz_min[active], COLD_EXCITATIONS)
+    if sigma2 > 0:
+        cold = min(cold, math.sqrt(np.count_nonzero(active) / COLD_EXCITATIONS)
+                   / (2.0 * math.sqrt(sigma2)))
     return hot, max(cold, hot)
 
 

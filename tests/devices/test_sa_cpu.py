@@ -113,12 +113,34 @@ def test_default_beta_range_rule():
     # Gaussian couplings: the pseudo-gap bound, not the smallest |J_ij| (~1e-4 here)
     p = IsingProblem.random_sk(200, seed=31)
     hot, cold = default_beta_range(p)
-    sigma2 = (p.J ** 2).sum(axis=1)
+    row = p.J.sum(axis=1)
+    sigma2 = (p.J ** 2).sum(axis=1) - row ** 2 / 199
     assert cold == pytest.approx(np.sqrt(200 / COLD_EXCITATIONS) / (2 * np.sqrt(sigma2.mean())))
-    assert np.exp(-hot * 2 * np.sqrt(sigma2.max())) == pytest.approx(0.5)
+    assert np.exp(-hot * 2 * np.sqrt((p.J ** 2).sum(axis=1).max())) == pytest.approx(0.5)
     assert cold < 0.01 * np.log(100) / (2 * np.abs(p.J[p.J != 0]).min())
+    # a uniform coupling and field on top (a cardinality penalty) leaves the cold end alone: it
+    # constrains the spins, and the rest of the energy must still be resolved at the end
+    penalty = IsingProblem(p.J - 5.0 * (1 - np.eye(200)), np.full(200, 40.0))
+    assert default_beta_range(penalty)[1] == pytest.approx(cold, rel=1e-9)
+    assert default_beta_range(penalty)[0] < hot / 5  # the start sees the penalty's fields
     # no interactions: the documented fallback
     assert default_beta_range(IsingProblem(np.zeros((3, 3)))) == (0.1, 1.0)
+
+
+def test_default_schedule_of_a_selection_qubo_ends_with_the_cardinality_satisfied(sa):
+    # the QUBOs of kpp_sdk.selection (k of n with a penalty on sum(x) - k) at their 20 sweeps:
+    # the anneal must end frozen with respect to the penalty (a cold end set by the penalty's
+    # field scale left ~1.4 items to repair per read)
+    from kpp_sdk.selection import QUBOSelector
+
+    rng = np.random.default_rng(8)
+    at_k = []
+    for pool in range(5):
+        qubo = QUBOSelector().build(rng.standard_normal((128, 16)), 32,
+                                    uncertainty=rng.random(128))
+        x = (sa.sample(qubo.to_ising(), num_reads=8, seed=pool, num_sweeps=20).spins + 1) // 2
+        at_k += list(x.sum(axis=1) == 32)
+    assert np.mean(at_k) >= 0.9
 
 
 def _gaussian_graph(n: int, degree: float, seed: int) -> IsingProblem:
