@@ -73,6 +73,28 @@ def test_results_do_not_depend_on_thread_count(sa):
     np.testing.assert_array_equal(a.spins, b.spins)
 
 
+def test_a_running_job_is_cancelled_within_a_second(sa):
+    import time
+
+    from kpp_sdk import JobCancelledError, JobStatus
+
+    # ~1e10 spin updates: minutes of work in one chunk per thread (the old check between chunks
+    # of reads let a job like this run to the end)
+    job = sa.submit(IsingProblem.random_sk(300, seed=3), num_reads=4, seed=0,
+                    num_sweeps=2_000_000)
+    deadline = time.monotonic() + 30
+    while job.status() is not JobStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # inside the kernels
+    assert job.status() is JobStatus.RUNNING
+    t0 = time.perf_counter()
+    assert job.cancel()
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=10)
+    assert time.perf_counter() - t0 < 1.0
+    assert job.status() is JobStatus.CANCELLED
+
+
 def test_initial_states_and_custom_schedule(sa):
     p = IsingProblem.random_sk(8, seed=2)
     start = np.ones(8, dtype=np.int8)
