@@ -16,7 +16,7 @@ from kpp_sdk.problem import IsingProblem
 
 __all__ = ["default_beta_range", "make_schedule", "seed_streams", "check_initial_states",
            "check_mode", "AnnealPlan", "SA_OPTIONS", "SCHEDULES", "ACCEPTANCES", "MODES",
-           "schedule_length", "anneal_memory", "MAX_SWEEPS"]
+           "schedule_length", "anneal_memory", "MAX_SWEEPS", "COLD_EXCITATIONS"]
 
 SCHEDULES = ("geometric", "linear")
 #: Upper bound of ``num_sweeps`` (a schedule of 1e9 betas is 8 GB); the job limits
@@ -26,35 +26,73 @@ ACCEPTANCES = ("metropolis", "gibbs")
 MODES = ("anneal", "sample")
 
 
+#: The expected number of single-spin excitations per sweep out of a local minimum at the cold
+#: end of the default schedule (:func:`default_beta_range`).
+COLD_EXCITATIONS = 0.1
+
+
 def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
-    """The default ``(beta_hot, beta_cold)``.
+    """The default ``(beta_hot, beta_cold)``, from the problem's energy scale.
 
-    Rule: at ``beta_hot`` the largest possible single-spin energy increase,
-    ``max_i 2 (|h_i| + sum_j |J_ij|)``, is accepted with probability 1/2; at ``beta_cold`` the
-    smallest nonzero one, ``2 min(|J_ij|, |h_i| != 0)``, is accepted with probability 1/100. So the
-    anneal starts where almost every move is taken and ends where only downhill moves are.
+    Hot: with ``sigma_i = sqrt(h_i**2 + sum_j J_ij**2)``, the root-mean-square local field of
+    spin ``i`` over uniformly random states, a typical uphill move of the stiffest spin
+    (``dE = 2 max_i sigma_i``) is accepted with probability 1/2: the anneal starts disordered
+    but not at infinite temperature (the worst-case field ``|h_i| + sum_j |J_ij|`` used before
+    made the first ~20 % of SK sweeps random flips).
+
+    Cold: the expected number of excitations per sweep out of a local minimum,
+    ``sum_i exp(-beta dE_i)``, is :data:`COLD_EXCITATIONS` (0.1), with ``dE_i`` estimated twice;
+    the smaller beta is taken (either bound already freezes the reads):
+
+    * discrete: ``dE_i = 2 min(|h_i| != 0, |J_ij| != 0)``, every spin at its smallest possible
+      excitation (tight for integer couplings; dwave-samplers' rule with that target);
+    * continuous: the local fields at a local minimum of a dense spin glass have a linear
+      pseudo-gap, ``P(|f|) ~ |f| / sigma**2``, so ``sum_i exp(-2 beta |f_i|) ~ n / (4 beta**2
+      sigma**2)``, giving ``beta = sqrt(n / 0.1) / (2 sigma)``. Here ``sigma**2`` is the mean
+      over spins of ``(h_i - mean(h))**2 + sum_j (J_ij - m_i)**2``, ``m_i`` the mean coupling of
+      spin ``i``: a uniform part of the couplings and fields (a ferromagnet, a cardinality
+      penalty) orders or constrains the spins rather than frustrating them, and would otherwise
+      end the anneal before the rest of the energy is resolved.
+
+    For Gaussian couplings the discrete bound (the smallest ``|J_ij|``, ~1e-6) ended the anneal
+    at beta ~ 1e6, about 60 % of the sweeps after the last flip; the continuous one ends at
+    beta ~ 1.6 for SK n = 1000. No interactions at all: ``(0.1, 1.0)``.
     """
-    J = problem.J
-    if problem.is_sparse:
-        absJ = abs(J)
-        rows = np.asarray(absJ.sum(axis=1)).ravel()
-        dmax = float(2.0 * (rows + np.abs(problem.h)).max())
-        nz_min = float(absJ.data.min()) if absJ.nnz else np.inf
-    else:  # one compiled pass, no n x n temporaries (this runs on every submit)
-        from ._sa_kernels import dense_abs_stats
+    from ._sa_kernels import row_stats
 
-        top, nz_min = dense_abs_stats(J, problem.h)
-        dmax, nz_min = float(2.0 * top), float(nz_min)
-    hz = np.abs(problem.h)[problem.h != 0]
-    cands = [nz_min] if np.isfinite(nz_min) else []
-    if hz.size:
-        cands.append(float(hz.min()))
-    if dmax == 0 or not cands:
+    J, h, n = problem.J, problem.h, problem.n
+    _, sq_sum, nz_min, _ = row_stats(J, h)
+    active = sq_sum > 0
+    if not active.any():
         return 0.1, 1.0  # no interactions at all: any schedule samples the flat distribution
-    dmin = 2.0 * min(cands)
-    hot = math.log(2.0) / dmax
-    cold = math.log(100.0) / dmin
+    hot = math.log(2.0) / (2.0 * math.sqrt(float(sq_sum[active].max())))
+    row_sum = np.asarray(J.sum(axis=1)).ravel()
+    spread = (sq_sum - h * h) - row_sum ** 2 / max(n - 1, 1) + (h - h.mean()) ** 2
+    sigma2 = float(np.mean(np.maximum(spread[active], 0.0)))
+    cold = _cold_discrete(2.0 * nz_min[active], COLD_EXCITATIONS)
+    if sigma2 > 0:
+        cold = min(cold, math.sqrt(np.count_nonzero(active) / COLD_EXCITATIONS)
+                   / (2.0 * math.sqrt(sigma2)))
     return hot, max(cold, hot)
+
+
+def _cold_discrete(gaps: np.ndarray, target: float) -> float:
+    """The beta at which ``sum_i exp(-beta gaps_i) = target`` (gaps > 0): Newton's method on the
+    convex, decreasing log of the sum, from the left (the root's lower bound
+    ``log(#smallest / target) / smallest``), so it converges monotonically."""
+    values, counts = np.unique(gaps, return_counts=True)
+    g0 = float(values[0])
+    beta = max(math.log(counts[0] / target), 0.0) / g0
+    for _ in range(50):
+        w = counts * np.exp(-beta * (values - g0))  # scaled by exp(beta g0): no underflow
+        total = float(w.sum())
+        value = math.log(total) - beta * g0 - math.log(target)
+        slope = -float((w * values).sum()) / total
+        step = value / slope
+        beta -= step
+        if abs(step) <= 1e-12 * beta:
+            break
+    return beta
 
 
 def make_schedule(problem: IsingProblem, *, num_sweeps: int, beta_range: Any = None,
@@ -182,9 +220,10 @@ SA_OPTIONS = OptionSpec(
     beta_schedule=Option("geometric", "'geometric' or 'linear' from beta_range[0] to "
                          "beta_range[1], or an explicit array of betas (one per sweep)",
                          check=_check_beta_schedule),
-    beta_range=Option(None, "(beta_hot, beta_cold); None: default_beta_range(problem), where the "
-                      "largest single-flip energy increase is accepted with probability 1/2 at "
-                      "the start and the smallest with probability 1/100 at the end",
+    beta_range=Option(None, "(beta_hot, beta_cold); None: default_beta_range(problem), from the "
+                      "problem's energy scale: a typical uphill move of the stiffest spin is "
+                      "accepted with probability 1/2 at the start, and a local minimum is left "
+                      "about once in ten sweeps at the end",
                       check=_check_beta_range),
     acceptance=Option("metropolis", "'metropolis' (min(1, exp(-beta dE))) or 'gibbs' (heat bath, "
                       "1/(1 + exp(beta dE))); both satisfy detailed balance", type=str,

@@ -4,9 +4,11 @@
     kpp bench --suite full --out bench-full              # every instance, longer ladders
     kpp bench --suite quick --solvers sa.cpu,"openjij SA" --out one-pair
 
-Writes ``results.md`` (one table of solvers, one table per instance: best and mean energy,
-success probability per read, time to target, throughput, energy at a fixed time),
-``energy_vs_time.png`` and ``results.json`` (every read's energy) into ``--out``. Devices that are
+Writes ``results.md`` (one table of solvers with the threads each uses, one table per instance:
+best and mean energy, success probability per read, time to target in wall and in CPU seconds,
+the ratios of both to ``sa.cpu``'s, throughput, energy at a fixed time), ``energy_vs_time.png``
+(gap to the target versus wall time) and ``results.json`` (every read's energy, every rung's wall
+and CPU seconds) into ``--out``. Devices that are
 not available and peers that are not installed keep their row, with the reason. The suite logic
 lives in :mod:`kpp_sdk.bench.suite`.
 

@@ -9,9 +9,10 @@ How a solver is measured
 Each solver runs a *ladder* of efforts (sweeps for annealers, round trips for the CIM, steps for
 simulated bifurcation), ``num_reads`` reads per rung, one seed per rung derived from the suite
 seed. A rung is skipped when the previous rung's time, scaled by the effort ratio, predicts more
-than the suite's ``max_rung_s``. Only the solve call is timed (wall clock, after a warm-up run that
-compiles JIT kernels); the conversion of the problem into the solver's format is not. Energies
-are always recomputed from the returned spins with :meth:`IsingProblem.energy`.
+than the suite's ``max_rung_s``. Only the solve call is timed, after a warm-up run that compiles
+JIT kernels: its wall time and the CPU time of this process (all threads) during it; the
+conversion of the problem into the solver's format is not timed. Each solver states the threads
+it uses. Energies are always recomputed from the returned spins with :meth:`IsingProblem.energy`.
 
 Metrics (per solver and instance):
 
@@ -22,7 +23,10 @@ Metrics (per solver and instance):
 * **time to target** (TTS99): ``t_read * ln(0.01) / ln(1 - p)``, the expected wall time to see the
   target once with 99 % confidence, ``t_read`` being the rung's wall time divided by its reads
   (reads run in parallel where the solver does so); the smallest over the rungs; ``inf`` when no
-  read reached the target.
+  read reached the target. **CPU TTS99**: the same with the rung's CPU seconds (the cost per
+  core: a solver on two threads does not halve it).
+* **ratios to sa.cpu**: a solver's TTS99 over ``sa.cpu``'s on the same instance, by wall time and
+  by CPU time (per core).
 * **throughput**: reads per second at the top rung that ran.
 * **E at T**: the best energy of the rungs that finished within the suite's fixed time ``T``.
 """
@@ -56,6 +60,7 @@ __all__ = [
     "Suite",
     "available_solvers",
     "energy_at_time",
+    "plot_figure",
     "random_regular_maxcut",
     "run_suite",
     "success_probability",
@@ -169,6 +174,7 @@ class Solver:
     notes: str = ""
     close: Callable[[], None] | None = None
     device_seconds: bool = False
+    threads: int = 1
     warmed: set = field(default_factory=set, repr=False)
 
 
@@ -211,7 +217,8 @@ def _device_solver(info: Any, threads: int, cloud: dict) -> Solver:
     return Solver(name, "device", True, version=_kpp_version(), effort_unit=unit, efforts=efforts,
                   prepare=lambda p: p, run=run, max_spins=device.properties.max_spins,
                   max_spins_reason=f"{name} takes at most {device.properties.max_spins} spins",
-                  notes=notes, close=device.close, device_seconds=True)
+                  notes=notes, close=device.close, device_seconds=True,
+                  threads=threads if name == "sa.cpu" else 1)
 
 
 def _cloud_solver(info: Any, unit: str, option: str, efforts: dict, cloud: dict) -> Solver:
@@ -470,6 +477,7 @@ class Rung:
     seconds: float
     energies: np.ndarray
     device_seconds: float | None = None
+    cpu_seconds: float | None = None  # CPU time of the process during the solve, all threads
 
     @property
     def best(self) -> float:
@@ -494,6 +502,8 @@ class Outcome:
             return {}
         ps = [success_probability(r.energies, target) for r in self.rungs]
         tts = [tts99(r.seconds / r.num_reads, p) for r, p in zip(self.rungs, ps)]
+        tts_cpu = [tts99(r.cpu_seconds / r.num_reads, p) if r.cpu_seconds is not None else None
+                   for r, p in zip(self.rungs, ps)]
         top = self.rungs[-1]
         return {
             "best": min(r.best for r in self.rungs),
@@ -502,6 +512,8 @@ class Outcome:
             "p_success": max(ps),
             "p_by_rung": ps,
             "tts99_s": min(tts),
+            "tts99_cpu_s": (min(t for t in tts_cpu if t is not None)
+                            if any(t is not None for t in tts_cpu) else None),
             "throughput": top.num_reads / top.seconds if top.seconds > 0 else math.inf,
             "energy_at_T": energy_at_time(self.rungs, budget_s),
         }
@@ -572,13 +584,13 @@ def run_solver(solver: Solver, inst: Instance, suite: Suite, seed: int,
                     out.skipped_rungs.append(effort)
                     continue
             s = _seed(seed, solver.name, inst.name, effort)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             result = solver.run(prepared, effort, suite.num_reads, s)
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             energies, dev_s = _energies(inst.problem, result)
-            out.rungs.append(Rung(effort, len(energies), s, dt, energies, dev_s))
-            log(f"  {solver.name:<26} {inst.name:<18} effort {effort!s:>6}: {dt:8.3f} s  "
-                f"best {float(energies.min()):.6g}")
+            out.rungs.append(Rung(effort, len(energies), s, dt, energies, dev_s, cpu))
+            log(f"  {solver.name:<26} {inst.name:<18} effort {effort!s:>6}: {dt:8.3f} s "
+                f"(cpu {cpu:7.3f} s)  best {float(energies.min()):.6g}")
             prev = (effort, dt)
     except Exception as exc:  # noqa: BLE001 - one broken solver must not end the run
         return Outcome(solver.name, inst.name, "failed", f"{type(exc).__name__}: {exc}",
@@ -646,6 +658,16 @@ def _fmt_s(x: float | None) -> str:
     return f"{x * 1e6:.1f} µs"
 
 
+def _fmt_ratio(x: float | None, ref: float | None) -> str:
+    """``x / ref`` as ``"2.31x"``; ``"-"`` when either is missing or the reference never reached
+    the target; ``"inf"`` when only the reference did."""
+    if x is None or ref is None or math.isinf(ref) or ref <= 0:
+        return "-"
+    if math.isinf(x):
+        return "inf"
+    return f"{x / ref:.2f}x"
+
+
 def _fmt_e(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -666,18 +688,22 @@ def write_markdown(report: dict, path: str | os.PathLike) -> str:
          f"({env['processor']})."),
         "",
         ("P(success): fraction of reads at or below the target (best over rungs). "
-         "TTS99: wall time to reach the target once with 99 % confidence (best over rungs). "
-         "Throughput: reads per second at the top rung. E at T: best energy of the rungs that "
-         "finished within T."),
+         "TTS99: wall time to reach the target once with 99 % confidence (best over rungs); "
+         "CPU TTS99: the same in CPU seconds of all the solver's threads (the cost per core). "
+         "vs sa.cpu: the solver's TTS99 over sa.cpu's on the instance, by wall time and per core "
+         "(above 1: sa.cpu is faster). Throughput: reads per second at the top rung. E at T: "
+         "best energy of the rungs that finished within T."),
         "",
         "## Solvers",
         "",
-        "| solver | kind | version | status | notes |",
-        "|---|---|---|---|---|",
+        "| solver | kind | version | threads | status | notes |",
+        "|---|---|---|---|---|---|",
     ]
     for s in report["solvers"]:
         status = "available" if s.available else f"skipped: {s.reason}"
-        lines.append(f"| {s.name} | {s.kind} | {s.version or '-'} | {status} | {s.notes or ''} |")
+        threads = s.threads if s.available else "-"
+        lines.append(f"| {s.name} | {s.kind} | {s.version or '-'} | {threads} | {status} | "
+                     f"{s.notes or ''} |")
     by_inst: dict[str, list[Outcome]] = {}
     for o in report["outcomes"]:
         by_inst.setdefault(o.instance, []).append(o)
@@ -687,13 +713,16 @@ def write_markdown(report: dict, path: str | os.PathLike) -> str:
                   (f"{inst.description}; n = {inst.problem.n}; target {_fmt_e(target)} "
                    f"({inst.target_source})."), "",
                   ("| solver | top effort | best E | mean E (top) | P(success) | TTS99 "
+                   "| CPU TTS99 | vs sa.cpu: wall | vs sa.cpu: per core "
                    "| throughput (reads/s) | E at T | status |"),
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        ref = next((o.metrics(target, spec.budget_s) for o in by_inst.get(inst.name, [])
+                    if o.solver == "sa.cpu" and o.rungs), None)
         for o in by_inst.get(inst.name, []):
             solver = next(s for s in report["solvers"] if s.name == o.solver)
             if not o.rungs:
-                lines.append(f"| {o.solver} | - | - | - | - | - | - | - | {o.status}: "
-                             f"{o.reason} |")
+                lines.append(f"| {o.solver} | - | - | - | - | - | - | - | - | - | - | "
+                             f"{o.status}: {o.reason} |")
                 continue
             m = o.metrics(target, spec.budget_s)
             effort = (f"{m['top_effort']} {solver.effort_unit}".strip()
@@ -706,53 +735,103 @@ def write_markdown(report: dict, path: str | os.PathLike) -> str:
                           f"> {spec.max_rung_s:g} s)"
             lines.append(
                 f"| {o.solver} | {effort} | {_fmt_e(m['best'])} | {_fmt_e(m['top_mean'])} | "
-                f"{m['p_success']:.2f} | {_fmt_s(m['tts99_s'])} | {m['throughput']:.3g} | "
-                f"{_fmt_e(m['energy_at_T'])} | {status} |")
+                f"{m['p_success']:.2f} | {_fmt_s(m['tts99_s'])} | {_fmt_s(m['tts99_cpu_s'])} | "
+                f"{_fmt_ratio(m['tts99_s'], ref and ref['tts99_s'])} | "
+                f"{_fmt_ratio(m['tts99_cpu_s'], ref and ref['tts99_cpu_s'])} | "
+                f"{m['throughput']:.3g} | {_fmt_e(m['energy_at_T'])} | {status} |")
     text = "\n".join(lines) + "\n"
     Path(path).write_text(text, encoding="utf-8")
     return text
 
 
+#: Relative gaps below this are drawn on a linear scale (the plot's y axis is symlog).
+_GAP_LINEAR = 1e-4
+
+
 def write_plot(report: dict, path: str | os.PathLike) -> None:
-    """Energy versus wall time, one panel per instance, one line per solver (mean energy of the
-    reads, dots; best read, crosses), the target as a dashed line."""
+    """Save :func:`plot_figure` of ``report`` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(report)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_figure(report: dict):
+    """Relative gap to the target versus wall time, one panel per instance, one colour per
+    solver: the mean energy of a rung's reads (solid line, dots) and its best read (dashed,
+    crosses), ``(E - target) / |target|`` on a symmetric-log axis (0 = the target), so every
+    rung is on the panel whatever its distance from the target; the x axis spans whole decades
+    with labels on the decades only. Returns the matplotlib figure."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
         raise MissingDependencyError(
             "the benchmark plot needs matplotlib: pip install matplotlib") from None
     instances = report["instances"]
     cols = min(3, len(instances))
     rows = -(-len(instances) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.0 * rows), squeeze=False)
+    legend_in = 0.55  # inches under the panels for the legend
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows + legend_in),
+                             squeeze=False)
     names = [s.name for s in report["solvers"] if s.available]
     colors = {n: plt.cm.tab10(k % 10) for k, n in enumerate(names)}
+    drawn: dict = {}
     for ax, inst in zip(axes.flat, instances):
+        target = report["targets"][inst.name]
+        scale = max(abs(target), 1e-12) if not math.isnan(target) else math.nan
+        times: list = []
+        top = _GAP_LINEAR
         for o in report["outcomes"]:
-            if o.instance != inst.name or not o.rungs:
+            if o.instance != inst.name or not o.rungs or math.isnan(scale):
                 continue
             t = [r.seconds for r in o.rungs]
-            ax.plot(t, [r.mean for r in o.rungs], "o-", color=colors[o.solver], label=o.solver)
-            ax.plot(t, [r.best for r in o.rungs], "x--", color=colors[o.solver], alpha=0.6)
-        target = report["targets"][inst.name]
-        if not math.isnan(target):
-            ax.axhline(target, color="k", ls=":", lw=1)
-            # keep the interesting band: very short rungs far above the target would squash it
-            lo, hi = ax.get_ylim()
-            ax.set_ylim(lo, min(hi, target + 0.25 * abs(target) + 1e-9))
-        ax.set_xscale("log")
-        ax.set_title(f"{inst.name} (target {target:.6g}, {inst.target_source})", fontsize=9)
-        ax.set_xlabel("wall time per rung [s]")
-        ax.set_ylabel("energy (o mean, x best)")
-        ax.legend(fontsize=7)
+            mean = [max((r.mean - target) / scale, 0.0) for r in o.rungs]
+            best = [max((r.best - target) / scale, 0.0) for r in o.rungs]
+            ax.plot(t, mean, "o-", color=colors[o.solver], ms=4, lw=1.4)
+            ax.plot(t, best, "x--", color=colors[o.solver], ms=5, lw=1.0, alpha=0.7)
+            drawn[o.solver] = colors[o.solver]
+            times += t
+            top = max(top, *mean, *best)
+        ax.axhline(0.0, color="k", ls=":", lw=1)
+        ax.set_yscale("symlog", linthresh=_GAP_LINEAR, linscale=0.5)
+        ax.set_ylim(-0.2 * _GAP_LINEAR, 10 ** math.ceil(math.log10(top * 1.01)))
+        ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+        if times:
+            lo = 10.0 ** math.floor(math.log10(min(times)))
+            hi = 10.0 ** math.ceil(math.log10(max(times)))
+            ax.set_xscale("log")
+            ax.set_xlim(lo, hi if hi > lo else lo * 10)
+            ax.xaxis.set_major_locator(LogLocator(base=10.0, numticks=12))
+            ax.xaxis.set_minor_locator(LogLocator(base=10.0, subs=range(2, 10), numticks=12))
+            ax.xaxis.set_minor_formatter(NullFormatter())  # no crowded labels between decades
+        ax.set_title(f"{inst.name}: target {target:.6g} ({inst.target_source})", fontsize=9)
+        ax.set_xlabel("wall time of the rung [s]", fontsize=8)
+        ax.set_ylabel("(E - target) / |target|", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", alpha=0.3)
     for ax in list(axes.flat)[len(instances):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    handles = [Line2D([], [], color=c, lw=2, label=n) for n, c in drawn.items()]
+    handles += [Line2D([], [], color="grey", marker="o", ls="-", label="mean of the reads"),
+                Line2D([], [], color="grey", marker="x", ls="--", label="best read"),
+                Line2D([], [], color="k", ls=":", label="target")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, legend_in / (3.9 * rows + legend_in), 1, 1))
+    return fig
+
+
+def _percent(y: float, _pos: Any = None) -> str:
+    if y == 0:
+        return "0"
+    v = 100 * y
+    return f"{v:.0f} %" if abs(v) >= 1 else f"{v:.2g} %"
 
 
 def write_json(report: dict, path: str | os.PathLike) -> None:
@@ -767,11 +846,12 @@ def write_json(report: dict, path: str | os.PathLike) -> None:
                       for i in report["instances"]],
         "solvers": [{"name": s.name, "kind": s.kind, "available": s.available,
                      "reason": s.reason, "version": s.version, "effort_unit": s.effort_unit,
-                     "notes": s.notes} for s in report["solvers"]],
+                     "threads": s.threads, "notes": s.notes} for s in report["solvers"]],
         "outcomes": [{"solver": o.solver, "instance": o.instance, "status": o.status,
                       "reason": o.reason, "skipped_rungs": o.skipped_rungs,
                       "rungs": [{"effort": r.effort, "num_reads": r.num_reads, "seed": r.seed,
-                                 "seconds": r.seconds, "device_seconds": r.device_seconds,
+                                 "seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
+                                 "device_seconds": r.device_seconds,
                                  "energies": r.energies.tolist()} for r in o.rungs]}
                      for o in report["outcomes"]],
     }

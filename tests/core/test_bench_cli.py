@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -163,6 +164,57 @@ def test_kpp_bench_writes_table_json_and_plot_with_rows_for_unavailable_devices(
     assert sorted(rung["energies"]) == sorted(again.energies.tolist())
     assert data["targets"][inst.name] == ground_state(inst.problem)[0]
     assert f"| sa.cpu | 20 sweeps | {min(rung['energies']):.6g} |" in md
+    # CPU time and threads are recorded; sa.cpu's ratios to itself are 1 (it reaches the ground)
+    assert 0 < rung["cpu_seconds"] and 0 < rung["seconds"]
+    assert next(s for s in data["solvers"] if s["name"] == "sa.cpu")["threads"] == 1
+    assert f"| sa.cpu | device | {kpp_sdk.__version__} | 1 | available |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| sa.cpu | 20 sweeps"))
+    assert [c.strip() for c in row.split("|")].count("1.00x") == 2, row
+
+
+def test_ratio_format_says_when_there_is_no_ratio():
+    assert bm._fmt_ratio(2.0, 0.5) == "4.00x"
+    assert bm._fmt_ratio(math.inf, 0.5) == "inf"
+    assert bm._fmt_ratio(1.0, math.inf) == bm._fmt_ratio(None, 1.0) == "-"
+
+
+def _report_with_times(times_by_instance: dict) -> dict:
+    """A report whose rungs take the given wall times (and reach far from the target)."""
+    insts, outcomes, solvers = [], [], [bm.Solver("a", "peer", True), bm.Solver("b", "peer", True)]
+    for k, (name, times) in enumerate(times_by_instance.items()):
+        insts.append(bm.Instance(name, IsingProblem.random_sk(6, seed=k), -100.0, "ground"))
+        for j, solver in enumerate(solvers):
+            o = bm.Outcome(solver.name, name, "ok")
+            for r, t in enumerate(times):
+                gap = 3 * 10.0 ** -(r + j)  # from 300 % of the target down to 0.03 %
+                energies = np.array([-100.0 * (1 - gap), -100.0 * (1 - gap / 10), -100.0])
+                o.rungs.append(bm.Rung(10 ** r, 3, 0, t, energies, None, t))
+            outcomes.append(o)
+    return {"instances": insts, "solvers": solvers, "outcomes": outcomes,
+            "targets": {i.name: i.target for i in insts}}
+
+
+def test_plot_keeps_every_point_on_its_panel_and_tick_labels_apart():
+    pytest.importorskip("matplotlib")
+    # one instance whose rungs span less than a decade (the n=1000 panel before: minor-tick
+    # labels "2x10^0 3x10^0 ..." ran into each other), one spanning five decades
+    fig = bm.plot_figure(_report_with_times({"narrow": [2.0, 3.1, 8.5],
+                                             "wide": [1e-3, 0.4, 95.0]}))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.lines]
+    assert len(panels) == 2
+    for ax in panels:
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        for line in (ln for ln in ax.lines if ln.get_transform() is ax.transData):  # not axhline
+            x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+            assert np.all((x0 <= x) & (x <= x1) & (y0 <= y) & (y <= y1)), ax.get_title()
+        labels = [t for t in ax.get_xticklabels() if t.get_text() and x0 <= t.get_position()[0] <= x1]
+        assert len(labels) >= 2
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), ax.get_title()
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {"a", "b", "mean of the reads", "best read", "target"} <= legend
 
 
 def test_unknown_solver_fails_before_any_work_naming_the_known_ones(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -24,11 +25,12 @@ def random_problem(n: int, seed: int, *, density: float = 1.0, field_scale: floa
     return J + J.T, field_scale * rng.standard_normal(n)
 
 
-def integer_problem(n: int, seed: int):
-    """Integer couplings, quarter-integer fields: the dense kernel runs these in float32."""
+def integer_problem(n: int, seed: int, *, top: int = 3, field_denominator: int = 4):
+    """Integer couplings in [-top, top], fields multiples of 1/field_denominator: the dense
+    kernel runs these in float32, the sparse one on integer fields."""
     rng = np.random.default_rng(seed)
-    J = np.triu(rng.integers(-3, 4, (n, n)).astype(np.float64), 1)
-    return J + J.T, rng.integers(-4, 5, n) / 4.0
+    J = np.triu(rng.integers(-top, top + 1, (n, n)).astype(np.float64), 1)
+    return J + J.T, rng.integers(-4, 5, n) / field_denominator
 
 
 def energies(J, h, spins):
@@ -189,22 +191,37 @@ def test_dense_operands_keep_float64_unless_float32_is_exact():
     np.testing.assert_array_equal(Jk.astype(np.float64) * unscale, Ji / 8)
 
 
+def _sparsify(J, keep: float, seed: int):
+    mask = np.triu(np.random.default_rng(seed).random(J.shape) < keep, 1)
+    return J * (mask | mask.T)
+
+
 @pytest.mark.parametrize("acceptance", ACCEPTANCES)
 @pytest.mark.parametrize("problem", ["gaussian", "integer"])
-def test_sparse_and_dense_kernels_are_bit_identical(acceptance, problem):
-    n = 60
+def test_every_kernel_makes_the_same_decisions(acceptance, problem):
+    # the same problem on the dense kernel (float64 or exact float32), on a CSR kernel (float or
+    # integer table) and as a mostly-zero dense array (run sparse): bit-identical reads
+    n = 200
     if problem == "gaussian":
-        J, h = random_problem(n, 8, density=0.2)
+        J, h = random_problem(n, 8)
     else:
-        J, h = integer_problem(n, 8)
-        J[np.random.default_rng(1).random((n, n)) < 0.7] = 0
-        J = np.triu(J, 1) + np.triu(J, 1).T
+        J, h = integer_problem(n, 8, top=1, field_denominator=2)
+    J = _sparsify(J, 0.3, 1)
     betas = np.geomspace(0.05, 3.0, 200)
     sd = seeds(24, 3)
-    dense = anneal(J, h, betas, num_reads=24, seed_streams=sd, acceptance=acceptance)
     csr = sp.csr_matrix(J)
+    expected = {"gaussian": ("dense", "sparse"), "integer": ("dense-float32", "sparse-int")}
+    assert (K.kernel_for(J, h, betas, acceptance),
+            K.kernel_for(csr, h, betas, acceptance)) == expected[problem]
+    dense = anneal(J, h, betas, num_reads=24, seed_streams=sd, acceptance=acceptance)
     sparse = anneal(csr, h, betas, num_reads=24, seed_streams=sd, acceptance=acceptance)
     np.testing.assert_array_equal(dense, sparse)
+    # a dense array with 3 % nonzeros runs on the sparse kernel, with the same reads
+    Jt = _sparsify(J, 0.1, 2)
+    assert K.kernel_for(Jt, h, betas, acceptance) == expected[problem][1]
+    np.testing.assert_array_equal(
+        anneal(Jt, h, betas, num_reads=24, seed_streams=sd, acceptance=acceptance),
+        anneal(sp.csr_matrix(Jt), h, betas, num_reads=24, seed_streams=sd, acceptance=acceptance))
     # a non-canonical CSR (unsorted, 64-bit indptr) is the same matrix
     perm = sp.csr_matrix((csr.data.copy(), csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
     for i in range(n):
@@ -215,6 +232,61 @@ def test_sparse_and_dense_kernels_are_bit_identical(acceptance, problem):
     perm.indptr = perm.indptr.astype(np.int64)
     again = anneal(perm, h, betas, num_reads=24, seed_streams=sd, acceptance=acceptance)
     np.testing.assert_array_equal(again, dense)
+
+
+@pytest.mark.parametrize("acceptance", ACCEPTANCES)
+def test_integer_couplings_too_wide_for_a_table_use_the_float_kernel_with_the_same_reads(
+        acceptance):
+    # fields up to ~1e6: a table of every s_i f_i would cost more than the sweeps
+    n = 300
+    J, h = integer_problem(n, 9, top=1, field_denominator=1)
+    J = _sparsify(J * 100_000, 0.05, 3)
+    csr = sp.csr_matrix(J)
+    betas = np.geomspace(1e-6, 1e-3, 50)
+    assert K.kernel_for(csr, h, betas, acceptance) == "sparse"
+    assert K.kernel_for(csr / 100_000, h, betas * 100_000, acceptance) == "sparse-int"
+    sd = seeds(8, 4)
+    np.testing.assert_array_equal(
+        anneal(csr, h, betas, num_reads=8, seed_streams=sd, acceptance=acceptance),
+        anneal(J, h, betas, num_reads=8, seed_streams=sd, acceptance=acceptance))
+
+
+def test_integer_threshold_test_equals_the_float_uniform_test():
+    # u = (k + 1/2) 2**-52 < p  <=>  k < T(p), checked at the k where it changes, for p drawn
+    # across the range (including values whose p 2**52 is within 1 of an integer)
+    rng = np.random.default_rng(5)
+    xs = np.concatenate([rng.uniform(0, 38, 2000), -np.log(rng.uniform(0.4, 1, 200)), [0.0, 38.0]])
+    for x in xs:
+        for gibbs in (False, True):
+            p = 1.0 / (1.0 + np.exp(x)) if gibbs else np.exp(-x)
+            T = int(K._threshold(x, gibbs))
+            assert 0 <= T <= 2**52
+            for k in (T - 2, T - 1, T, T + 1):
+                if 0 <= k < 2**52:
+                    assert (k < T) == ((k + 0.5) * 2.0**-52 < p), (x, gibbs, k, T)
+    assert K._threshold(38.5, False) == K._threshold(38.5, True) == -1  # certain: keep
+    assert K._threshold(-38.5, True) > 2**52  # certain: flip without a draw
+
+
+@pytest.mark.parametrize("gibbs", [False, True])
+def test_accept_with_cache_and_quick_rejection_decides_as_the_plain_threshold(gibbs):
+    # the same flip and the same generator state after, for energy changes with and without
+    # cache hits (integers repeat, Gaussians do not) and on both sides of the quick bound
+    rng = np.random.default_rng(6)
+    des = np.concatenate([rng.normal(0, 5, 3000), rng.integers(-8, 9, 3000).astype(float)])
+    betas = rng.choice([0.05, 0.3, 1.0, 3.0, 20.0], des.size)
+    cache_x, cache_t = np.full(64, np.nan), np.zeros(64, dtype=np.int64)
+    state = tuple(np.uint64(v) for v in seeds(4, 9))
+    ref = state
+    quick = 0
+    for de, beta in zip(des, betas):
+        flip, *state = K._accept(de, beta, gibbs, *state, cache_x, cache_t)
+        x = beta * (de if gibbs else max(de, 0.0))
+        want, *ref = K._decide(K._threshold(x, gibbs), *ref)
+        state, ref = (tuple(np.uint64(v) for v in st) for st in (state, ref))
+        assert flip == want and tuple(state) == tuple(ref), (de, beta)
+        quick += (not want) and 1.0 < x <= 38.0
+    assert quick > 1000  # the quick rejection was exercised
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -317,25 +389,57 @@ def test_cancel_check_true_raises_interrupted(threads):
                cancel_check=lambda: True)
 
 
+def _long_problem(kind: str):
+    """Operands for :func:`anneal` that run one of the three kernels for many seconds."""
+    if kind == "dense":
+        J, h = random_problem(300, 21)
+        return J, h
+    if kind == "sparse":
+        J, h = random_problem(2000, 22, density=0.003)
+        return sp.csr_matrix(J), h
+    J, h = integer_problem(2000, 23)
+    J[np.random.default_rng(0).random(J.shape) < 0.997] = 0
+    J = np.triu(J, 1)
+    return sp.csr_matrix(J + J.T), h
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-def test_cancel_check_is_polled_between_chunks(threads):
-    # chunks long enough (tens of ms) that they finish one by one
-    J, h = random_problem(100, 15)
-    betas = np.full(4000, 1.0)
-    calls = []
+@pytest.mark.parametrize("kind", ["dense", "sparse", "sparse-int"])
+def test_a_running_anneal_stops_within_a_second_of_cancel(kind, threads):
+    # 4 reads of 2,000,000 sweeps (>= 2.4e9 spin updates: minutes of work) in one chunk per
+    # thread: only a check inside the kernels can stop it early
+    J, h = _long_problem(kind)
+    betas = np.full(2_000_000, 0.5)
+    assert K.kernel_for(J, h, betas) == kind
+    started = time.perf_counter()
+    told = []
 
     def check():
-        calls.append(1)
-        return len(calls) >= 2
+        if time.perf_counter() - started > 0.3:
+            told.append(time.perf_counter())
+            return True
+        return False
 
     with pytest.raises(InterruptedError):
-        anneal(J, h, betas, num_reads=64, seed_streams=seeds(64), num_threads=threads,
+        anneal(J, h, betas, num_reads=4, seed_streams=seeds(4), num_threads=threads,
                cancel_check=check)
-    assert len(calls) == 2
-    calls.clear()
-    out = anneal(J, h, betas[:10], num_reads=64, seed_streams=seeds(64), num_threads=threads,
+    latency = time.perf_counter() - told[0]
+    assert latency < 1.0, f"stopped {latency:.2f} s after cancel"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_results_are_unchanged_by_a_cancel_check_that_never_fires(kind, threads):
+    # large enough (> the inline threshold) that the polling path runs
+    J, h = random_problem(600, 24) if kind == "dense" else random_problem(3000, 24, density=0.003)
+    Jx = as_J(J, kind)
+    betas = np.geomspace(0.05, 3.0, 300)
+    calls = []
+    ref = anneal(Jx, h, betas, num_reads=6, seed_streams=seeds(6, 1), num_threads=threads)
+    got = anneal(Jx, h, betas, num_reads=6, seed_streams=seeds(6, 1), num_threads=threads,
                  cancel_check=lambda: calls.append(1) and False)
-    assert out.shape == (64, 100) and len(calls) >= (4 if threads == 1 else 1)
+    np.testing.assert_array_equal(got, ref)
+    assert len(calls) >= 2  # polled while running, not only before
 
 
 # ----------------------------------------------------------------------------- validation
