@@ -16,7 +16,8 @@ from kpp_sdk.problem import IsingProblem
 
 __all__ = ["default_beta_range", "make_schedule", "seed_streams", "check_initial_states",
            "check_mode", "AnnealPlan", "SA_OPTIONS", "SCHEDULES", "ACCEPTANCES", "MODES",
-           "schedule_length", "anneal_memory", "MAX_SWEEPS", "COLD_EXCITATIONS"]
+           "schedule_length", "anneal_memory", "MAX_SWEEPS", "COLD_EXCITATIONS",
+           "COLD_EXCITATIONS_PER_SPIN"]
 
 SCHEDULES = ("geometric", "linear")
 #: Upper bound of ``num_sweeps`` (a schedule of 1e9 betas is 8 GB); the job limits
@@ -27,8 +28,11 @@ MODES = ("anneal", "sample")
 
 
 #: The expected number of single-spin excitations per sweep out of a local minimum at the cold
-#: end of the default schedule (:func:`default_beta_range`).
+#: end of the default schedule (:func:`default_beta_range`)...
 COLD_EXCITATIONS = 0.1
+#: ...and at most this many per spin, so that a small problem also ends frozen (a one-spin
+#: problem would otherwise end excited in ~1 read in 11; 1/100 per spin is the older rule).
+COLD_EXCITATIONS_PER_SPIN = 0.01
 
 
 def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
@@ -41,7 +45,8 @@ def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
     made the first ~20 % of SK sweeps random flips).
 
     Cold: the expected number of excitations per sweep out of a local minimum,
-    ``sum_i exp(-beta dE_i)``, is :data:`COLD_EXCITATIONS` (0.1), with ``dE_i`` estimated twice;
+    ``sum_i exp(-beta dE_i)``, is :data:`COLD_EXCITATIONS` (0.1), or 0.01 per spin on problems
+    of fewer than 10 spins (:data:`COLD_EXCITATIONS_PER_SPIN`), with ``dE_i`` estimated twice;
     the smaller beta is taken (either bound already freezes the reads):
 
     * discrete: ``dE_i = 2 min(|h_i| != 0, |J_ij| != 0)``, every spin at its smallest possible
@@ -69,10 +74,11 @@ def default_beta_range(problem: IsingProblem) -> tuple[float, float]:
     row_sum = np.asarray(J.sum(axis=1)).ravel()
     spread = (sq_sum - h * h) - row_sum ** 2 / max(n - 1, 1) + (h - h.mean()) ** 2
     sigma2 = float(np.mean(np.maximum(spread[active], 0.0)))
-    cold = _cold_discrete(2.0 * nz_min[active], COLD_EXCITATIONS)
+    n_active = int(np.count_nonzero(active))
+    target = min(COLD_EXCITATIONS, COLD_EXCITATIONS_PER_SPIN * n_active)
+    cold = _cold_discrete(2.0 * nz_min[active], target)
     if sigma2 > 0:
-        cold = min(cold, math.sqrt(np.count_nonzero(active) / COLD_EXCITATIONS)
-                   / (2.0 * math.sqrt(sigma2)))
+        cold = min(cold, math.sqrt(n_active / target) / (2.0 * math.sqrt(sigma2)))
     return hot, max(cold, hot)
 
 

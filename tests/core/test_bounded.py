@@ -201,19 +201,6 @@ def test_the_emulator_checks_for_cancellation_every_round_trip():
     np.testing.assert_array_equal(ok.spins, ref.spins)  # checking changes nothing
 
 
-def test_sa_cpu_stops_between_chunks_of_reads():
-    """The between-chunk path (the check inside a chunk belongs to the kernels)."""
-    from kpp_sdk.devices._sa_kernels import anneal
-    from kpp_sdk.devices.annealing import seed_streams
-
-    p = IsingProblem.random_sk(20, seed=0)
-    calls = []
-    with pytest.raises(InterruptedError):
-        anneal(p.J, p.h, np.geomspace(0.1, 3, 50), num_reads=40, seed_streams=seed_streams(0, 40),
-               num_threads=1, cancel_check=lambda: calls.append(1) or len(calls) >= 2)
-    assert len(calls) == 2
-
-
 def test_a_process_pool_job_is_cancelled_while_it_runs():
     """The cancel token crosses the process boundary (a flag file)."""
     p = IsingProblem.random_sk(12, seed=0)

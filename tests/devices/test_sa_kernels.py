@@ -429,8 +429,12 @@ def test_a_running_anneal_stops_within_a_second_of_cancel(kind, threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", ["dense", "sparse"])
-def test_results_are_unchanged_by_a_cancel_check_that_never_fires(kind, threads):
-    # large enough (> the inline threshold) that the polling path runs
+def test_results_are_unchanged_by_a_cancel_check_that_never_fires(kind, threads, monkeypatch):
+    import kpp_sdk.devices._sa_kernels as kernels
+
+    # the polling path, polled often: a quick job would otherwise finish between two polls
+    monkeypatch.setattr(kernels, "_INLINE_S", 0.0)
+    monkeypatch.setattr(kernels, "POLL_S", 1e-4)
     J, h = random_problem(600, 24) if kind == "dense" else random_problem(3000, 24, density=0.003)
     Jx = as_J(J, kind)
     betas = np.geomspace(0.05, 3.0, 300)
