@@ -64,6 +64,11 @@ class CIMCloud(Device):
         backoff from 0.05 s up to ``poll_interval_max`` [2 s].
     max_outage : float
         Seconds of failed polls (server down or restarting) before the outstanding jobs fail [300].
+
+        Each of ``connect_timeout``, ``max_retries``, ``backoff_base``, ``backoff_cap``,
+        ``long_poll``, ``poll_interval_max`` and ``max_outage`` (and ``timeout``) not given here
+        comes from the environment (``KPP_MAX_OUTAGE``, ...) or the profile file
+        (:data:`kpp_sdk.config.CLIENT_SETTINGS`).
     **defaults
         Default options for the remote device (checked against the server's device once it has
         been contacted).
@@ -90,18 +95,21 @@ class CIMCloud(Device):
 
     def __init__(self, endpoint: str | None = None, token: Any = None, *, device: str | None = None,
                  profile: str | None = None, config_file: Any = None, timeout: float | None = None,
-                 connect_timeout: float = 5.0, max_retries: int = 5, backoff_base: float = 0.1,
-                 backoff_cap: float = 10.0, long_poll: float = 10.0, poll_interval_max: float = 2.0,
-                 max_outage: float = 300.0, executor: Any = None, **defaults: Any):
-        self._cfg = load_config(endpoint=endpoint, token=token, profile=profile, timeout=timeout,
-                                config_file=config_file)
+                 connect_timeout: float | None = None, max_retries: int | None = None,
+                 backoff_base: float | None = None, backoff_cap: float | None = None,
+                 long_poll: float | None = None, poll_interval_max: float | None = None,
+                 max_outage: float | None = None, executor: Any = None, **defaults: Any):
+        cfg = self._cfg = load_config(
+            endpoint=endpoint, token=token, profile=profile, timeout=timeout,
+            config_file=config_file, connect_timeout=connect_timeout, max_retries=max_retries,
+            backoff_base=backoff_base, backoff_cap=backoff_cap, long_poll=long_poll,
+            poll_interval_max=poll_interval_max, max_outage=max_outage)
         self._remote_name = device
-        self._http_settings = dict(connect_timeout=min(float(connect_timeout), self._cfg.timeout),
-                                   read_timeout=self._cfg.timeout, max_retries=int(max_retries),
-                                   backoff_base=float(backoff_base), backoff_cap=float(backoff_cap))
-        self._poll_settings = dict(long_poll=float(long_poll),
-                                   interval_max=float(poll_interval_max),
-                                   max_outage=float(max_outage))
+        self._http_settings = dict(connect_timeout=min(cfg.connect_timeout, cfg.timeout),
+                                   read_timeout=cfg.timeout, max_retries=cfg.max_retries,
+                                   backoff_base=cfg.backoff_base, backoff_cap=cfg.backoff_cap)
+        self._poll_settings = dict(long_poll=cfg.long_poll, interval_max=cfg.poll_interval_max,
+                                   max_outage=cfg.max_outage)
         self._cloud_lock = threading.RLock()
         self._desc: wire.DeviceDescription | None = None
         self._props: DeviceProperties | None = None

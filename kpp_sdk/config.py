@@ -2,14 +2,20 @@
 
     keyword arguments  >  environment  >  TOML profile file  >  defaults
 
-Environment: ``KPP_API_TOKEN``, ``KPP_API_ENDPOINT``, ``KPP_PROFILE``, ``KPP_CONFIG_FILE``, and the
-job limits ``KPP_MAX_JOB_SECONDS`` / ``KPP_MAX_JOB_MEMORY`` (:mod:`kpp_sdk.limits`).
+Environment: ``KPP_API_TOKEN``, ``KPP_API_ENDPOINT``, ``KPP_PROFILE``, ``KPP_CONFIG_FILE``,
+``KPP_TIMEOUT`` (seconds a request may take to answer, default 30), the job limits
+``KPP_MAX_JOB_SECONDS`` / ``KPP_MAX_JOB_MEMORY`` (:mod:`kpp_sdk.limits`), and the cloud client's
+retry and polling settings (:data:`CLIENT_SETTINGS`: ``KPP_CONNECT_TIMEOUT``,
+``KPP_MAX_RETRIES``, ``KPP_BACKOFF_BASE``, ``KPP_BACKOFF_CAP``, ``KPP_LONG_POLL``,
+``KPP_POLL_INTERVAL_MAX``, ``KPP_MAX_OUTAGE``). Every setting has the same name in the profile
+file (lower case, without ``KPP_``) and as a keyword argument of ``get_device("cim.cloud", ...)``.
 Profile file: ``$KPP_CONFIG_FILE`` or ``~/.config/kpp/config.toml``, with one table per profile::
 
     [default]
     endpoint = "http://127.0.0.1:8000"
     max_job_memory = "8GiB"      # local job limits (kpp_sdk.limits)
     max_job_seconds = 3600
+    max_outage = 600             # the cloud client waits this long for a server that is down
 
     [profile.team]
     endpoint = "https://cim.example.org"
@@ -20,6 +26,7 @@ Tokens are held in a :class:`Secret`, which never shows its value in a repr, str
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -33,9 +40,24 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Config", "Secret", "load_config", "default_config_path", "mask", "available_cores"]
+__all__ = ["Config", "Secret", "load_config", "default_config_path", "mask", "available_cores",
+           "CLIENT_SETTINGS"]
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+
+#: The cloud client's retry and polling settings: name -> (default, type, what it is). Each is a
+#: :class:`Config` field, the environment variable ``KPP_<NAME>`` and a profile-file key.
+CLIENT_SETTINGS: dict[str, tuple[Any, type, str]] = {
+    "connect_timeout": (5.0, float, "seconds to open a connection (at most the timeout)"),
+    "max_retries": (5, int, "retries of a failed request (5xx, timeouts, dropped connections)"),
+    "backoff_base": (0.1, float, "seconds before the first retry; doubles per retry"),
+    "backoff_cap": (10.0, float, "longest wait between two retries, seconds"),
+    "long_poll": (10.0, float, "seconds the server may hold a status request open"),
+    "poll_interval_max": (2.0, float, "longest wait between two status polls, seconds"),
+    "max_outage": (300.0, float, "seconds of failed polls after which a job's result raises"),
+}
+#: Settings for which 0 means something (no retries; plain polling instead of long polls).
+ZERO_ALLOWED = frozenset({"max_retries", "long_poll"})
 
 
 def available_cores() -> int:
@@ -96,6 +118,14 @@ class Config:
     #: Local job limits as written (resolved by :func:`kpp_sdk.limits.resolve_limits`).
     max_job_seconds: Any = None
     max_job_memory: Any = None
+    #: The cloud client's settings (:data:`CLIENT_SETTINGS`).
+    connect_timeout: float = 5.0
+    max_retries: int = 5
+    backoff_base: float = 0.1
+    backoff_cap: float = 10.0
+    long_poll: float = 10.0
+    poll_interval_max: float = 2.0
+    max_outage: float = 300.0
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
@@ -138,8 +168,13 @@ def _read_profile(path: Path, profile: str, explicit: bool) -> dict:
 def load_config(*, endpoint: str | None = None, token: str | Secret | None = None,
                 profile: str | None = None, timeout: float | None = None,
                 config_file: str | os.PathLike | None = None,
-                environ: Mapping[str, str] | None = None) -> Config:
-    """Resolve the configuration by the precedence in the module docstring."""
+                environ: Mapping[str, str] | None = None, **client: Any) -> Config:
+    """Resolve the configuration by the precedence in the module docstring. ``client`` takes
+    the cloud client's settings (:data:`CLIENT_SETTINGS`) as keyword arguments (None: not
+    given)."""
+    unknown = sorted(set(client) - set(CLIENT_SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; known: {sorted(CLIENT_SETTINGS)}")
     env = os.environ if environ is None else environ
     sources: dict[str, str] = {}
     prof = profile or env.get("KPP_PROFILE") or "default"
@@ -153,7 +188,8 @@ def load_config(*, endpoint: str | None = None, token: str | Secret | None = Non
                               ("token", token, "KPP_API_TOKEN"),
                               ("timeout", timeout, "KPP_TIMEOUT"),
                               ("max_job_seconds", None, "KPP_MAX_JOB_SECONDS"),
-                              ("max_job_memory", None, "KPP_MAX_JOB_MEMORY")):
+                              ("max_job_memory", None, "KPP_MAX_JOB_MEMORY"),
+                              *((k, client.get(k), f"KPP_{k.upper()}") for k in CLIENT_SETTINGS)):
         if arg is not None:
             values[key], sources[key] = arg, "argument"
         elif env.get(env_key):
@@ -174,6 +210,22 @@ def load_config(*, endpoint: str | None = None, token: str | Secret | None = Non
     ep = str(values.get("endpoint", DEFAULT_ENDPOINT))
     if not ep.startswith(("http://", "https://")):
         raise ConfigError(f"endpoint must start with http:// or https://, got {ep!r}")
+    settings = {k: _client_setting(k, values.get(k, default), kind)
+                for k, (default, kind, _) in CLIENT_SETTINGS.items()}
     return Config(endpoint=ep.rstrip("/"), token=tok, profile=prof, timeout=tmo,
                   max_job_seconds=values.get("max_job_seconds"),
-                  max_job_memory=values.get("max_job_memory"), sources=sources)
+                  max_job_memory=values.get("max_job_memory"), sources=sources, **settings)
+
+
+def _client_setting(name: str, value: Any, kind: type) -> Any:
+    try:
+        v = kind(value) if not isinstance(value, bool) else None
+        if kind is int and float(value) != v:
+            v = None
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not math.isfinite(v) or v < 0 or (v == 0 and name not in ZERO_ALLOWED):
+        what = "an integer >= 0" if kind is int else "a positive number of seconds"
+        raise ConfigError(f"{name} must be {what}, got {value!r} (set as KPP_{name.upper()}, a "
+                          "keyword argument or a profile-file key)")
+    return v

@@ -40,7 +40,7 @@ import scipy.sparse as sp
 from .errors import ProblemError, ProblemFormatError
 from .problem import IsingProblem
 
-__all__ = ["load_problem", "save_problem", "read_rudy", "write_rudy", "atomic_write",
+__all__ = ["jsonable", "load_problem", "save_problem", "read_rudy", "write_rudy", "atomic_write",
            "MAX_ISOLATED_SPINS", "MAX_DEFLATE_RATIO"]
 
 _RUDY = {".txt", ".rudy", ".gset"}
@@ -369,3 +369,23 @@ def save_problem(problem: IsingProblem, path: str | os.PathLike) -> None:
         atomic_write(path, lambda f: json.dump(problem.to_json_dict(), f))
     else:
         atomic_write(path, lambda f: write_rudy(problem, f))
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON values: dicts (keys as strings), lists, numbers, strings, bools and
+    None. NumPy arrays become lists, NumPy and torch scalars their Python value, NaN becomes None
+    (JSON has no NaN), anything else its ``repr``. Used for ``SampleSet.info`` and ``log.json``."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 0) == 0:
+        x = x.item()
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return repr(x)
+

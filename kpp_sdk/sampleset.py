@@ -9,6 +9,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from .errors import InvalidSpinsError, ProblemFormatError, SampleSetError, SizeMismatchError
+from .io import jsonable
 from .problem import IsingProblem
 
 __all__ = ["Sample", "SampleSet", "Timing"]
@@ -200,7 +201,7 @@ class SampleSet:
             "energies": self.energies.tolist(),
             "num_occurrences": self.num_occurrences.tolist(),
             "timing": dict(self.timing),
-            "info": _jsonable(self.info),
+            "info": jsonable(self.info),
             "job_id": self.job_id,
         }
         if compact:
@@ -273,17 +274,3 @@ class SampleSet:
             info=sets[0].info,
             job_id=sets[0].job_id,
         )
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return repr(x)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from kpp_sdk.io import jsonable
 
 MODELS = ("rbm", "bm", "dbn", "qgan", "qdiffusion")
 DEFAULT_HIDDEN = {"rbm": "64", "bm": "8", "dbn": "64,32", "qgan": "16", "qdiffusion": "256"}
@@ -405,30 +406,16 @@ def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if hasattr(x, "item") and callable(x.item):
-        return x.item()
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return repr(x)
-
-
 def _settings(args: argparse.Namespace) -> dict:
     """The run's settings as plain values: what log.json and the checkpoint record (no
     argparse internals)."""
-    return {k: _jsonable(v) for k, v in vars(args).items() if k not in ("func", "command")}
+    return {k: jsonable(v) for k, v in vars(args).items() if k not in ("func", "command")}
 
 
 def _write_log(out: Path, log: dict) -> None:
     from kpp_sdk.io import atomic_write
 
-    text = json.dumps(_jsonable(log), indent=2)
+    text = json.dumps(jsonable(log), indent=2)
     atomic_write(out / "log.json", lambda f: f.write(text))
 
 

@@ -475,7 +475,7 @@ class Health(_Model):
 
 def encode_sampleset(ss: SampleSet) -> dict:
     """A :class:`SampleSetPayload` as a dict."""
-    from ..sampleset import _jsonable
+    from ..io import jsonable
 
     return {
         "num_spins": ss.num_spins,
@@ -484,7 +484,7 @@ def encode_sampleset(ss: SampleSet) -> dict:
         "num_occurrences": encode_array(ss.num_occurrences.astype(np.int64)),
         "energies": encode_array(ss.energies.astype(np.float64)),
         "timing": {k: float(v) for k, v in ss.timing.items()},
-        "info": _jsonable(ss.info),
+        "info": jsonable(ss.info),
     }
 
 

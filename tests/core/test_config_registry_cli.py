@@ -103,3 +103,22 @@ def test_cli_unknown_option_and_device_are_one_line_errors(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "p.npz"), "--device", "x.y"]) == 2
     assert "no device named" in capsys.readouterr().err
+
+
+def test_client_settings_follow_the_precedence_and_are_checked(tmp_path):
+    from kpp_sdk.config import CLIENT_SETTINGS, load_config
+
+    f = tmp_path / "c.toml"
+    f.write_text('[default]\nmax_outage = 42\nlong_poll = 0\n')
+    cfg = load_config(config_file=f, environ={})
+    assert cfg.max_outage == 42.0 and cfg.long_poll == 0.0 and cfg.max_retries == 5
+    assert cfg.sources["max_outage"].startswith("file")
+    cfg = load_config(config_file=f, environ={"KPP_MAX_OUTAGE": "7", "KPP_TIMEOUT": "3"})
+    assert cfg.max_outage == 7.0 and cfg.timeout == 3.0 and cfg.sources["max_outage"] == "environment"
+    cfg = load_config(config_file=f, environ={"KPP_MAX_OUTAGE": "7"}, max_outage=1.5)
+    assert cfg.max_outage == 1.5 and cfg.sources["max_outage"] == "argument"
+    for name, bad in (("max_retries", "2.5"), ("max_outage", "-1"), ("backoff_cap", "0"),
+                      ("connect_timeout", "soon")):
+        with pytest.raises(ConfigError, match=f"{name} must be .*KPP_{name.upper()}"):
+            load_config(environ={f"KPP_{name.upper()}": bad})
+    assert set(CLIENT_SETTINGS) <= {f.name for f in __import__("dataclasses").fields(cfg)}
