@@ -287,7 +287,9 @@ def temperature_knob(
         M = augment_with_ancilla(Jv, hv) if hv is not None else Jv
         lmin, lmax = spectral_bounds(M)
         rho = max(abs(lmin), abs(lmax))
-        xi = params.xi0 / rho if rho > 0 else 0.0
+        from .coupling import feedback_gain_of
+
+        xi = feedback_gain_of(params, M, lmin, rho)
         c = params.dtau * xi * lmax
         p_threshold = 1.0 - math.log1p(c) / params.dtau
     p1 = params.p1 + t * (p_threshold - params.p1)

@@ -225,7 +225,8 @@ class PreparedProblem:
 
     n: user spins; n_total: pulses used (n + 1 with a field: the ancilla is the last one).
     J, h: the validated user problem (float64). M: the (augmented) float coupling matrix.
-    lambda_min, lambda_max, spectral_radius: of M. xi: xi0/rho(M) (0 when M = 0).
+    lambda_min, lambda_max, spectral_radius: of M. xi: the feedback gain
+    (:func:`feedback_gain_of`; 0 when M = 0).
     M_fpga: matrix the FPGA multiplies (integer-valued with coef_bits, else M), in
     ``gemm_dtype``; coupling_scale: M ~= coupling_scale * M_fpga; quant_error: max abs
     rounding error of the couplings in original units; chunks: exact-accumulation column chunks.
@@ -249,6 +250,27 @@ class PreparedProblem:
     sparse: bool
 
 
+def feedback_gain_of(params, M, lambda_min: float, rho: float) -> float:
+    """The feedback gain xi for ``params.coupling_norm``.
+
+    ``"radius"``: xi = xi0 / rho(M), the same relative coupling for every problem.
+    ``"coefficient"``: xi = xi0 / max|M_ij|, a fixed gain per unit of the largest coupling (the
+    FPGA scales the matrix to its int8 full scale and drives a fixed-gain DAC, so a +-1 problem
+    gets the same absolute gain at every N), capped at the delayed-feedback stability bound,
+    dtau * xi * |lambda_min| <= stability_margin.
+    """
+    if rho <= 0 or params.xi0 == 0:
+        return 0.0
+    norm = getattr(params, "coupling_norm", "radius")
+    if norm == "radius":
+        return params.xi0 / rho
+    absmax = float(abs(M).max())
+    xi = params.xi0 / absmax
+    if lambda_min < 0:
+        xi = min(xi, params.stability_margin / (params.dtau * abs(lambda_min)))
+    return xi
+
+
 def prepare_problem(J, h, params) -> PreparedProblem:
     """Validate, embed the field through the ancilla, find the spectral radius, quantise."""
     Jv, hv = validate_problem(J, h)
@@ -257,7 +279,7 @@ def prepare_problem(J, h, params) -> PreparedProblem:
     M = augment_with_ancilla(Jv, hv) if has_field else Jv
     lmin, lmax = spectral_bounds(M)
     rho = max(abs(lmin), abs(lmax))
-    xi = params.xi0 / rho if rho > 0 else 0.0
+    xi = feedback_gain_of(params, M, lmin, rho)
     M_int, scale, err = quantize_couplings(M, params.coef_bits)
     amp_dtype = params.dtype
     if params.coef_bits is not None and params.adc_bits is not None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from .errors import ParameterError, SpinLimitError, UnknownProfileError
 
 __all__ = [
+    "COUPLING_NORMS",
     "FEEDBACK_MODES",
     "PROFILES",
     "SPEED_OF_LIGHT",
@@ -37,6 +38,7 @@ __all__ = [
 
 SPEED_OF_LIGHT = 299_792_458.0  # m/s
 FEEDBACK_MODES = ("none", "ahc", "cac", "cfc")
+COUPLING_NORMS = ("radius", "coefficient")
 
 
 def _check(name, value, ok: bool, allowed: str):
@@ -102,8 +104,12 @@ class CIMParameters:
             Default 1 [A]. 0 means instantaneous feedback (algorithmic mode).
 
     Injection
-        xi0: coupling strength relative to the spectral radius, xi = xi0/rho(J). Default 0.6
-            [A]. Keep dtau*xi*|lambda_min| < 1 (delayed-feedback stability rule).
+        xi0: coupling strength. Default 0.6 [A]. With ``coupling_norm="radius"`` (default)
+            xi = xi0/rho(J), relative to the spectral radius; keep dtau*xi*|lambda_min| < 1
+            (delayed-feedback stability rule). With ``"coefficient"`` xi = xi0/max|J_ij|: a
+            fixed gain per unit of the largest coupling (the FPGA's int8 full scale drives a
+            fixed-gain DAC), so the field on a spin grows with its degree; it is capped at
+            dtau*xi*|lambda_min| = stability_margin (default 0.9).
         xi_start_fraction: xi_k ramps from xi_start_fraction*xi to xi over the pump ramp.
             Default 1.0 (no ramp).
         sigma_inj: relative injection noise, u*(1 + sigma_inj N(0,1)). Default 0.01 [A].
@@ -158,6 +164,8 @@ class CIMParameters:
     dac_full_scale: float = 2.0
     latency: int = 1
     xi0: float = 0.6
+    coupling_norm: str = "radius"
+    stability_margin: float = 0.9
     xi_start_fraction: float = 1.0
     sigma_inj: float = 0.01
     sigma_add: float = 0.0
@@ -258,6 +266,18 @@ class CIMParameters:
             self.latency,
             _is_int(self.latency) and 0 <= self.latency <= 1000,
             "an integer 0..1000 (round trips)",
+        )
+        _check(
+            "coupling_norm",
+            self.coupling_norm,
+            self.coupling_norm in COUPLING_NORMS,
+            "'radius' (xi = xi0/rho(J)) or 'coefficient' (xi = xi0/max|J_ij|, a fixed FPGA gain)",
+        )
+        _check(
+            "stability_margin",
+            self.stability_margin,
+            _finite(self.stability_margin) and 0.0 < self.stability_margin <= 1.0,
+            "0 < stability_margin <= 1 (dtau*xi*|lambda_min| is kept below it)",
         )
         _check("xi0", self.xi0, _finite(self.xi0) and self.xi0 >= 0.0, "xi0 >= 0")
         _check(
