@@ -158,6 +158,8 @@ class CIMParameters:
     dac_full_scale: float = 2.0
     latency: int = 1
     xi0: float = 0.6
+    coupling_norm: str = "spectrum"
+    stability_margin: float = 0.9
     xi_start_fraction: float = 1.0
     sigma_inj: float = 0.01
     sigma_add: float = 0.0
@@ -258,6 +260,18 @@ class CIMParameters:
             self.latency,
             _is_int(self.latency) and 0 <= self.latency <= 1000,
             "an integer 0..1000 (round trips)",
+        )
+        _check(
+            "coupling_norm",
+            self.coupling_norm,
+            self.coupling_norm in ("spectrum", "radius"),
+            "'spectrum' (gain from the growing mode, with self-feedback) or 'radius' (xi0/rho)",
+        )
+        _check(
+            "stability_margin",
+            self.stability_margin,
+            _finite(self.stability_margin) and 0.0 < self.stability_margin <= 1.0,
+            "0 < stability_margin <= 1 (dtau*xi*|lambda_min + delta| is kept below it)",
         )
         _check("xi0", self.xi0, _finite(self.xi0) and self.xi0 >= 0.0, "xi0 >= 0")
         _check(

@@ -52,6 +52,7 @@ def _emulator_plain(J, xi0, x0):
         p1=R_PUMP,
         dtau=DT,
         xi0=xi0,
+        coupling_norm="radius",
         tap_ratio=0.05,  # must fit in the round-trip loss 1 - exp(-2 dtau) = 0.095
         integrator="euler",
         dtype="float64",
