@@ -161,7 +161,8 @@ def _requantize(M, scale):
     return Mi, scale, float(np.max(np.abs(Mi * scale - M)))
 
 
-def feedback_gain(params, lambda_min: float, lambda_max: float) -> tuple[float, float]:
+def feedback_gain(params, lambda_min: float, lambda_max: float, absmax: float | None = None
+                  ) -> tuple[float, float]:
     """The problem-aware feedback gain ``xi`` and the FPGA self-feedback ``delta`` (original
     coupling units) for a coupling matrix with extreme eigenvalues ``lambda_min <= lambda_max``.
 
@@ -179,6 +180,9 @@ def feedback_gain(params, lambda_min: float, lambda_max: float) -> tuple[float, 
     stays where the couplings alone put it.
 
     ``coupling_norm="radius"``: the former xi = xi0 / rho(J), no self-feedback.
+    ``coupling_norm="coefficient"``: xi = xi0 / max|J_ij| (``absmax``), a fixed gain per unit
+    of the largest coupling, capped at dtau*xi*|lambda_min| = stability_margin; no
+    self-feedback.
 
     With amplitude control (``feedback`` not "none") the gain is xi0 / rho and there is no
     self-feedback: each error variable e_i sets its pulse's effective gain, and
@@ -189,6 +193,11 @@ def feedback_gain(params, lambda_min: float, lambda_max: float) -> tuple[float, 
         return 0.0, 0.0
     if params.coupling_norm == "radius":
         return params.xi0 / rho, 0.0
+    if params.coupling_norm == "coefficient":
+        xi = params.xi0 / (absmax if absmax else rho)
+        if lambda_min < 0:
+            xi = min(xi, params.stability_margin / (params.dtau * abs(lambda_min)))
+        return xi, 0.0
     if params.feedback != "none":
         # amplitude control: the error variables e_i set each pulse's effective gain, and
         # the FPGA caps them (error_cap) so that the most negative mode cannot overshoot
@@ -329,7 +338,9 @@ def prepare_problem(J, h, params) -> PreparedProblem:
     M = augment_with_ancilla(Jv, hv) if has_field else Jv
     lmin, lmax = spectral_bounds(M)
     rho = max(abs(lmin), abs(lmax))
-    xi, self_fb = feedback_gain(params, lmin, lmax)
+    data = M.data if sp.issparse(M) else M
+    absmax = float(np.max(np.abs(data))) if data.size else 0.0
+    xi, self_fb = feedback_gain(params, lmin, lmax, absmax)
     M_int, scale, err = quantize_couplings(M, params.coef_bits)
     self_int = 0.0
     if self_fb > 0:
