@@ -23,7 +23,7 @@ import pytest
 from kpp_sdk.emulator import CIMParameters, simulate, spectral_bounds
 
 ahc = pytest.importorskip("cim_optimizer.AHC",
-                          reason="V4 compares with cim-optimizer: pip install -e '.[bench]'")
+                          reason="V4 compares with cim-optimizer (in the test extra): pip install -e '.[test]'")
 torch = pytest.importorskip("torch")
 
 STEPS = 1000
