@@ -288,10 +288,10 @@ def temperature_knob(
         Jv, hv = validate_problem(J, h)
         M = augment_with_ancilla(Jv, hv) if hv is not None else Jv
         lmin, lmax = spectral_bounds(M)
-        rho = max(abs(lmin), abs(lmax))
-        from .coupling import feedback_gain_of
+        from .coupling import feedback_gain
 
-        xi = feedback_gain_of(params, M, lmin, rho)
+        data = M.data if hasattr(M, "toarray") else M
+        xi, _ = feedback_gain(params, lmin, lmax, float(np.max(np.abs(data))) if data.size else 0.0)
         c = params.dtau * xi * lmax
         p_threshold = 1.0 - math.log1p(c) / params.dtau
     p1 = params.p1 + t * (p_threshold - params.p1)

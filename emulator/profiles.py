@@ -38,7 +38,7 @@ __all__ = [
 
 SPEED_OF_LIGHT = 299_792_458.0  # m/s
 FEEDBACK_MODES = ("none", "ahc", "cac", "cfc")
-COUPLING_NORMS = ("radius", "coefficient")
+COUPLING_NORMS = ("spectrum", "radius", "coefficient")
 
 
 def _check(name, value, ok: bool, allowed: str):
@@ -104,12 +104,14 @@ class CIMParameters:
             Default 1 [A]. 0 means instantaneous feedback (algorithmic mode).
 
     Injection
-        xi0: coupling strength. Default 0.6 [A]. With ``coupling_norm="radius"`` (default)
-            xi = xi0/rho(J), relative to the spectral radius; keep dtau*xi*|lambda_min| < 1
-            (delayed-feedback stability rule). With ``"coefficient"`` xi = xi0/max|J_ij|: a
-            fixed gain per unit of the largest coupling (the FPGA's int8 full scale drives a
-            fixed-gain DAC), so the field on a spin grows with its degree; it is capped at
-            dtau*xi*|lambda_min| = stability_margin (default 0.9).
+        xi0: coupling strength. Default 0.6 [A]. The gain xi follows ``coupling_norm``:
+            "spectrum" (default): xi = xi0/lambda_max(J), set by the mode that bifurcates, plus
+            an FPGA self-feedback delta*I that keeps dtau*xi*|lambda_min + delta| <=
+            stability_margin (delayed-feedback stability rule; a constant energy shift for
+            spins); with amplitude control xi = xi0/rho and the error variables are capped by
+            the same rule (see kpp_sdk.emulator.coupling.feedback_gain). "radius": the former
+            xi = xi0/rho(J). "coefficient": xi = xi0/max|J_ij|, capped at the bound.
+        coupling_norm, stability_margin: see xi0. Defaults "spectrum", 0.9 [A].
         xi_start_fraction: xi_k ramps from xi_start_fraction*xi to xi over the pump ramp.
             Default 1.0 (no ramp).
         sigma_inj: relative injection noise, u*(1 + sigma_inj N(0,1)). Default 0.01 [A].
@@ -164,7 +166,7 @@ class CIMParameters:
     dac_full_scale: float = 2.0
     latency: int = 1
     xi0: float = 0.6
-    coupling_norm: str = "radius"
+    coupling_norm: str = "spectrum"
     stability_margin: float = 0.9
     xi_start_fraction: float = 1.0
     sigma_inj: float = 0.01
@@ -271,13 +273,14 @@ class CIMParameters:
             "coupling_norm",
             self.coupling_norm,
             self.coupling_norm in COUPLING_NORMS,
-            "'radius' (xi = xi0/rho(J)) or 'coefficient' (xi = xi0/max|J_ij|, a fixed FPGA gain)",
+            "'spectrum' (xi0/lambda_max with self-feedback), 'radius' (xi0/rho) or "
+            "'coefficient' (xi0/max|J_ij|)",
         )
         _check(
             "stability_margin",
             self.stability_margin,
             _finite(self.stability_margin) and 0.0 < self.stability_margin <= 1.0,
-            "0 < stability_margin <= 1 (dtau*xi*|lambda_min| is kept below it)",
+            "0 < stability_margin <= 1 (dtau*xi*|lambda_min + delta| is kept below it)",
         )
         _check("xi0", self.xi0, _finite(self.xi0) and self.xi0 >= 0.0, "xi0 >= 0")
         _check(
