@@ -35,3 +35,24 @@ def test_small_sk_medians_are_within_a_factor_1p5_of_the_machine():
     p_old = hw.emulate(old, rows, runs=200, seed=7)
     measured, emulated = _medians(rows, p_old)[30]
     assert emulated < measured / 1.5
+
+
+@pytest.mark.slow
+def test_sk_per_n_medians_decay_rate_and_rank_correlation():
+    """Issue 20's SK goals on all 150 instances (1000 runs each; minutes on one core).
+
+    Measured with this seed (docs/validation.md): 13 of 15 sizes within a factor 1.5 of the
+    machine's median, the other two at 1.61 (N = 70) and 1.67 (N = 140, where the machine's
+    median dips below both neighbours); alpha 0.0192 against 0.0205; Spearman 0.72. The test
+    holds that: it fails when the calibration is undone (the former profile is off by 10x at
+    N >= 50 and its alpha by 4x).
+    """
+    rows = hw.hamerly2019(("sk",))
+    p = hw.emulate("ntt-2000", rows, runs=1000, seed=1000)
+    s = hw.compare(rows, p)["sk"]
+    ratios = [max(r["emulator"] / r["hardware"], r["hardware"] / r["emulator"])
+              for r in s["per_n"]]
+    assert sum(q <= 1.5 for q in ratios) >= 13, ratios
+    assert max(ratios) <= 1.75, ratios
+    assert s["alpha_emulator"] == pytest.approx(s["alpha_hardware"], rel=0.2)
+    assert s["spearman"] >= 0.5
