@@ -443,6 +443,11 @@ class HardwareProfile:
     reset_round_trips: pump-off round trips between runs, letting the pulses decay back to
         the vacuum (the emulator starts each run in the vacuum) [A].
     default_runs: runs (samples) per task, 2000 on the cloud machine [R].
+    parallel_copies: the ring runs floor(max_spins / pulses of one copy) copies of a problem at
+        once, one run each, each fed back from its own pulses only (block-diagonal J), so the
+        copies are independent runs and a task of R runs takes ceil(R / copies) shots of the
+        ring (:func:`kpp_sdk.emulator.timing.copies_per_shot`). False: one run per shot.
+        ntt-2000: True (the run counts of Hamerly 2019 are multiples of floor(2000/N)).
     cim: default :class:`CIMParameters` of the machine.
     """
 
@@ -456,6 +461,7 @@ class HardwareProfile:
     task_overhead_s: float = 0.5
     reset_round_trips: int = 20
     default_runs: int = 2000
+    parallel_copies: bool = False
     cim: CIMParameters = field(default_factory=CIMParameters)
 
     def __post_init__(self):
@@ -506,6 +512,12 @@ class HardwareProfile:
             self.default_runs,
             _is_int(self.default_runs) and self.default_runs >= 1,
             "an integer >= 1",
+        )
+        _check(
+            "parallel_copies",
+            self.parallel_copies,
+            isinstance(self.parallel_copies, bool),
+            "True or False",
         )
         if not isinstance(self.cim, CIMParameters):
             raise ParameterError("cim", self.cim, "a CIMParameters instance")
@@ -635,6 +647,7 @@ PROFILES: dict[str, HardwareProfile] = {
         max_spins=2000,
         fiber_length_m=1000.0,
         rep_rate_hz=1.0e9,
+        parallel_copies=True,
         cim=CIMParameters(
             coupling_norm="coefficient", xi0=0.05, sigma_add=0.13, ramp_fraction=0.27
         ),
