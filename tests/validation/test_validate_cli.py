@@ -39,3 +39,21 @@ def test_bad_options_are_named(tmp_path, capsys, argv, words):
     rc = main(["validate", "--out", str(tmp_path / "v"), *argv])
     assert rc != 0
     assert words in capsys.readouterr().err
+
+
+def test_validate_families_suite_writes_table_and_success_figure(tmp_path, capsys):
+    out = tmp_path / "f"
+    rc = main(["validate", "--profile", "qboson-550", "--suite", "families", "--families",
+               "torus_pm1", "--feedback", "none", "--max-n", "100", "--runs", "20",
+               "--out", str(out)])
+    assert rc == 0
+    rows = json.loads((out / "qboson-550_families.json").read_text())["rows"]
+    assert [(r["family"], r["n"], r["feedback"]) for r in rows] == [("torus_pm1", 100, "none")]
+    assert "| torus_pm1 | 100 | none |" in (out / "qboson-550_families.md").read_text()
+    assert (out / "qboson-550_families_success.png").stat().st_size > 10_000
+
+
+def test_validate_families_names_an_unknown_family(tmp_path, capsys):
+    rc = main(["validate", "--suite", "families", "--families", "torus", "--out", str(tmp_path)])
+    assert rc != 0
+    assert "--families ['torus'] unknown" in capsys.readouterr().err
