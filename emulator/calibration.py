@@ -438,7 +438,8 @@ def fit_profile(
     The generalisation of :func:`calibrate_knob` from one knob and one mean energy to several
     parameters and many instances: ONE parameter set for all instances and sizes.
 
-    measurements: objects with ``problem()`` (an IsingProblem), ``ground_energy``, ``p`` (the
+    measurements: objects with ``problem()`` (an IsingProblem; ``ground_energy`` includes its
+        offset), ``ground_energy``, ``p`` (the
         measured success probability per run), ``n`` and optionally ``cls`` (a class label), as
         :func:`kpp_sdk.validation.hardware.load_measurements` returns them.
     params: ``{name: (lo, hi)}``, positive bounds of each fitted parameter (a CIMParameters or
@@ -480,8 +481,9 @@ def fit_profile(
         profile.replace(**{name: lo})  # validates the name and the bounds
         profile.replace(**{name: hi})
     problems = [m.problem() for m in ms]
-    Js = [pr.dense_J() if hasattr(pr, "dense_J") else pr for pr in problems]
-    hs = [pr.h if getattr(pr, "has_fields", False) else None for pr in problems]
+    Js = [pr.J for pr in problems]
+    hs = [pr.h if pr.has_fields else None for pr in problems]
+    offsets = [float(pr.offset) for pr in problems]
     measured = np.array([float(m.p) for m in ms])
     groups = _median_groups(ms)
     floor = 0.5 / runs
@@ -494,9 +496,9 @@ def fit_profile(
             return cache[key]
         prof = profile.replace(**values)
         p = np.empty(len(ms))
-        for i, (J, h, m) in enumerate(zip(Js, hs, ms)):
+        for i, (J, h, off, m) in enumerate(zip(Js, hs, offsets, ms)):
             res = sample(prof, J, h, runs=runs, seed=seed + i, engine=engine)
-            p[i] = float(np.mean(res.energies <= m.ground_energy + 1e-6))
+            p[i] = float(np.mean(res.energies + off <= m.ground_energy + 1e-6))
         loss, rows = 0.0, []
         for (cls, n), idx in sorted(groups.items()):
             hw = max(float(np.median(measured[idx])), floor)

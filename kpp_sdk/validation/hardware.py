@@ -10,7 +10,7 @@ comments, the first other line is the header:
   the measurement file, or ``bundle.npz:key`` for one weight matrix W (J = -W) in an .npz bundle.
 * ``class``: a label; results are grouped by class and N.
 * ``n``: spins. ``runs``: runs measured. ``successes``: runs whose energy reached
-  ``ground_energy`` (the kpp convention E = -1/2 s^T J s - h^T s).
+  ``ground_energy`` (the kpp convention E = -1/2 s^T J s - h^T s + offset).
 * ``ground_state`` (optional): bits of a ground state, '1' = +1; checked against the energy.
 * ``samples`` (optional): a SampleSet JSON file (``SampleSet.to_json``) of the raw runs; with it
   ``runs`` and ``successes`` may be empty (``-``) and are counted from the samples.
@@ -208,8 +208,9 @@ def emulate(profile, rows, *, runs: int = 1000, seed: int = 0, progress=None, **
     out = np.empty(len(rows))
     for i, m in enumerate(rows):
         prob = m.problem()
-        res = sample(prof, prob.dense_J(), runs=runs, seed=seed + i)
-        out[i] = float(np.mean(res.energies <= m.ground_energy + ENERGY_TOL))
+        res = sample(prof, prob.J, prob.h if prob.has_fields else None, runs=runs, seed=seed + i)
+        energies = res.energies + prob.offset
+        out[i] = float(np.mean(energies <= m.ground_energy + ENERGY_TOL))
         if progress is not None:
             progress(i, m, out[i])
     return out

@@ -103,3 +103,19 @@ def test_statistics_helpers():
     assert hw.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     ns = np.array([10, 50, 100, 150])
     assert hw.alpha_fit(ns, 0.5 * np.exp(-0.021 * ns)) == pytest.approx(0.021)
+
+
+def test_emulate_counts_against_the_full_energy_fields_and_offset_included(tmp_path):
+    from kpp_sdk.exact import ground_state
+
+    rng = np.random.default_rng(21)
+    n = 8
+    J = np.triu(rng.choice([-1.0, 1.0], size=(n, n)), 1)
+    prob = IsingProblem(J + J.T, rng.choice([-1.0, 1.0], size=n), offset=-5.0)
+    prob.save(tmp_path / "f.json")
+    e0 = ground_state(prob)[0]
+    (tmp_path / "m.tsv").write_text(HEADER.replace("\tground_state", "")
+                                    + f"f.json\tfield\t{n}\t100\t50\t{e0}\n")
+    (m,) = hw.load_measurements(tmp_path / "m.tsv")
+    p = hw.emulate("qboson-550", [m], runs=200, seed=0)
+    assert p[0] > 0.5, p  # a small problem: most runs find the ground state
