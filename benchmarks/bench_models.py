@@ -65,7 +65,10 @@ EMULATOR_VARIANTS = ("cim cold", "cim thermostat", "cim thermostat+iw", "cim top
 
 
 def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
-    """The sampler a row of the tables names."""
+    """The sampler a row of the tables names (a last word ``rN`` sets N samples per call)."""
+    words = method.split()
+    if len(words) > 1 and words[-1][0] == "r" and words[-1][1:].isdigit():
+        num_reads, method = int(words[-1][1:]), " ".join(words[:-1])
     if method == "cd1":
         return ContrastiveDivergence(1, seed=seed)
     if method == "pcd":
