@@ -118,6 +118,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", default=None,
                    help="device inverse temperature: a number, or 'estimate' (the default in "
                         "anneal mode: measured from the samples of every job)")
+    p.add_argument("--gibbs-steps", type=int, default=None,
+                   help="hybrid sampler: Gibbs sweeps in torch started from every device sample "
+                        "(0: the device's samples as they come)")
+    p.add_argument("--topk-runs", type=int, default=None,
+                   help="the cloud's post-processing: runs per job, de-duplicated, the "
+                        "--num-reads lowest-energy states weighted by exp(-E) (devices with "
+                        "output='topk')")
     p.add_argument("-k", "--k", type=int, default=1, dest="k", help="Gibbs steps for cd and pcd")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="device option passed to every job, e.g. -o acceptance=gibbs "
@@ -259,7 +266,8 @@ def _device_sampler(args, device, num_reads: int, *, sweeps: int, seed: int):
         opts["num_sweeps"] = sweeps
         clamped["num_sweeps"] = max(sweeps, args.clamped_sweeps)
     return BoltzmannSampler(device, num_reads, beta=_beta(args.beta), mode=args.mode, seed=seed,
-                            clamped_options=clamped, **opts)
+                            clamped_options=clamped, gibbs_steps=args.gibbs_steps or 0,
+                            topk_runs=args.topk_runs, **opts)
 
 
 def _sampler(args, device, num_reads: int):
@@ -279,7 +287,8 @@ def _generation_sampler(args, device, training_sampler):
         return training_sampler
     s = _device_sampler(args, device, 100, sweeps=args.sample_sweeps, seed=args.seed + 1)
     if training_sampler.estimate:
-        s.beta = training_sampler.beta  # start from the temperature learned in training
+        # the temperature learned in training: the running beta and the thermostat's knob
+        s.beta, s.knob = training_sampler.beta, training_sampler.knob
     return s
 
 
