@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -161,8 +163,35 @@ def _requantize(M, scale):
     return Mi, scale, float(np.max(np.abs(Mi * scale - M)))
 
 
-def feedback_gain(params, lambda_min: float, lambda_max: float, absmax: float | None = None
-                  ) -> tuple[float, float]:
+def bulk_edge(M) -> float:
+    """Edge of the bulk of the spectrum of M estimated from its entries, 2 sqrt(sum_ij (M_ij -
+    mu)^2 / N) with mu the mean off-diagonal entry: the semicircle edge of a random matrix with
+    the same entry variance. It equals lambda_max for SK (2 sqrt(N)) and, without the Perron
+    outlier, for random graphs (2 sqrt(N p (1 - p)) for G(N, p) MAX-CUT); on graphs whose
+    lambda_max is a localised mode (G42: 16.9 against a bulk edge of 6.9) it is the scale of
+    the typical local field."""
+    n = M.shape[0]
+    if n < 2:
+        return 0.0
+    pairs = n * (n - 1)
+    if sp.issparse(M):
+        s1 = float(M.sum())
+        s2 = float(M.multiply(M).sum())
+    else:
+        s1 = float(M.sum())
+        s2 = float(np.einsum("ij,ij->", M, M))
+    mu = s1 / pairs
+    var_sum = max(0.0, s2 - 2 * mu * s1 + mu * mu * pairs)
+    return 2.0 * math.sqrt(var_sum / n)
+
+
+def feedback_gain(
+    params,
+    lambda_min: float,
+    lambda_max: float,
+    absmax: float | None = None,
+    bulk_edge: float | None = None,
+) -> tuple[float, float]:
     """The problem-aware feedback gain ``xi`` and the FPGA self-feedback ``delta`` (original
     coupling units) for a coupling matrix with extreme eigenvalues ``lambda_min <= lambda_max``.
 
@@ -202,9 +231,11 @@ def feedback_gain(params, lambda_min: float, lambda_max: float, absmax: float | 
         # amplitude control: the error variables e_i set each pulse's effective gain, and
         # the FPGA caps them (error_cap) so that the most negative mode cannot overshoot
         return params.xi0 / rho, 0.0
-    # the growing mode sets the gain; a problem whose spectrum is (almost) all negative still
-    # gets a gain on the scale of its spread
-    top = max(lambda_max, 0.05 * rho)
+    # the growing modes set the gain: the edge of the bulk of the spectrum, or lambda_max when
+    # it is lower; a problem whose spectrum is (almost) all negative still gets a gain on the
+    # scale of its spread
+    top = lambda_max if not bulk_edge else min(lambda_max, bulk_edge)
+    top = max(top, 0.05 * rho)
     xi = params.xi0 / top
     bound = params.stability_margin / (params.dtau * xi)
     delta = max(0.0, -lambda_min - bound)
@@ -340,7 +371,7 @@ def prepare_problem(J, h, params) -> PreparedProblem:
     rho = max(abs(lmin), abs(lmax))
     data = M.data if sp.issparse(M) else M
     absmax = float(np.max(np.abs(data))) if data.size else 0.0
-    xi, self_fb = feedback_gain(params, lmin, lmax, absmax)
+    xi, self_fb = feedback_gain(params, lmin, lmax, absmax, bulk_edge(M))
     M_int, scale, err = quantize_couplings(M, params.coef_bits)
     self_int = 0.0
     if self_fb > 0:
