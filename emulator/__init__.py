@@ -13,6 +13,7 @@ Main entry points
 ``estimate_beta(energies, J=..., h=...)``                     effective inverse temperature
 ``temperature_knob(params, t, p_threshold)``                  one knob -> pump and noise
 ``calibrate_knob(profile, J, target_energy, knob=...)``        fit an imperfection knob (V5)
+``fit_profile(profile, measurements, {name: (lo, hi)})``      fit parameters to a machine's P
 
 Physics and validation numbers: docs/cim-physics.md.
 """
@@ -20,10 +21,12 @@ Physics and validation numbers: docs/cim-physics.md.
 from .calibration import (
     BetaEstimate,
     KnobCalibration,
+    ProfileFit,
     SampleQuality,
     calibrate_knob,
     enumerate_energies,
     estimate_beta,
+    fit_profile,
     sample_quality,
     temperature_knob,
 )
@@ -31,6 +34,7 @@ from .coupling import ising_energy, quantize_couplings, spectral_bounds
 from .errors import EmulatorError, ParameterError, ProblemError, SpinLimitError, UnknownProfileError
 from .physics import CIMResult, coupled_threshold, numba_available, sample, simulate
 from .profiles import (
+    COUPLING_NORMS,
     FEEDBACK_MODES,
     PROFILES,
     CIMParameters,
@@ -50,6 +54,7 @@ from .timing import (
 )
 
 __all__ = [
+    "COUPLING_NORMS",
     "FEEDBACK_MODES",
     "PROFILES",
     "BetaEstimate",
@@ -58,6 +63,7 @@ __all__ = [
     "EmulatorError",
     "HardwareProfile",
     "KnobCalibration",
+    "ProfileFit",
     "Machine",
     "ParameterError",
     "ProblemError",
@@ -73,6 +79,7 @@ __all__ = [
     "device_time",
     "enumerate_energies",
     "estimate_beta",
+    "fit_profile",
     "get_profile",
     "ising_energy",
     "list_profiles",

@@ -30,7 +30,9 @@ __all__ = [
     "BetaEstimate",
     "KnobCalibration",
     "SampleQuality",
+    "ProfileFit",
     "calibrate_knob",
+    "fit_profile",
     "energy_levels",
     "enumerate_energies",
     "estimate_beta",
@@ -286,8 +288,10 @@ def temperature_knob(
         Jv, hv = validate_problem(J, h)
         M = augment_with_ancilla(Jv, hv) if hv is not None else Jv
         lmin, lmax = spectral_bounds(M)
-        rho = max(abs(lmin), abs(lmax))
-        xi = params.xi0 / rho if rho > 0 else 0.0
+        from .coupling import feedback_gain
+
+        data = M.data if hasattr(M, "toarray") else M
+        xi, _ = feedback_gain(params, lmin, lmax, float(np.max(np.abs(data))) if data.size else 0.0)
         c = params.dtau * xi * lmax
         p_threshold = 1.0 - math.log1p(c) / params.dtau
     p1 = params.p1 + t * (p_threshold - params.p1)
@@ -389,6 +393,157 @@ def calibrate_knob(
         rel_error=abs(best_e - target) / abs(target),
         history=tuple(history),
         profile=profile.replace(**{knob: best_v}),
+    )
+
+
+@dataclass(frozen=True)
+class ProfileFit:
+    """Result of :func:`fit_profile`.
+
+    values: the fitted parameters; loss: the objective at them; groups: per (class, N) group
+    ``(class, n, measured median P, emulated median P)`` at the fitted values; history:
+    ``(values, loss)`` of every evaluation in order; profile: the profile with the values.
+    """
+
+    values: dict
+    loss: float
+    groups: tuple
+    history: tuple
+    profile: object
+
+
+def _median_groups(measurements):
+    groups: dict = {}
+    for i, m in enumerate(measurements):
+        groups.setdefault((getattr(m, "cls", ""), int(m.n)), []).append(i)
+    return groups
+
+
+def fit_profile(
+    profile,
+    measurements,
+    params: dict,
+    *,
+    runs: int = 200,
+    seed: int = 0,
+    max_evals: int = 40,
+    scan: int = 5,
+    step: float = 1.5,
+    min_step: float = 1.05,
+    engine: str = "auto",
+    progress=None,
+) -> ProfileFit:
+    """Fit some parameters of ``profile`` to success probabilities measured on a real machine.
+
+    The generalisation of :func:`calibrate_knob` from one knob and one mean energy to several
+    parameters and many instances: ONE parameter set for all instances and sizes.
+
+    measurements: objects with ``problem()`` (an IsingProblem), ``ground_energy``, ``p`` (the
+        measured success probability per run), ``n`` and optionally ``cls`` (a class label), as
+        :func:`kpp_sdk.validation.hardware.load_measurements` returns them.
+    params: ``{name: (lo, hi)}``, positive bounds of each fitted parameter (a CIMParameters or
+        profile field); the search starts at the profile's current value (clipped).
+    Objective: the sum over (class, N) groups of (ln median P_emulated - ln median P_measured)^2,
+    with P floored at 0.5/runs (a group the emulator never solves is counted, not skipped).
+    Search, with common random numbers (every evaluation runs ``runs`` runs per instance with
+    the same seeds, so the objective is a smooth function of the parameters): first each
+    parameter in turn over ``scan`` log-spaced values across its bounds (the others held), then
+    coordinate descent in log space: each parameter is multiplied and divided by ``step`` and
+    the first improving move kept; when a sweep improves nothing ``step`` is square-rooted, down
+    to ``min_step`` or until ``max_evals`` evaluations were spent.
+    """
+    from .physics import sample
+
+    if not params:
+        raise ParameterError("params", params, "at least one {name: (lo, hi)} to fit")
+    bounds = {}
+    for name, b in params.items():
+        try:
+            lo, hi = float(b[0]), float(b[1])
+        except (TypeError, ValueError, IndexError):
+            raise ParameterError(name, b, "bounds (lo, hi)") from None
+        if not (0.0 < lo < hi and math.isfinite(hi)):
+            raise ParameterError(name, b, "finite bounds 0 < lo < hi (the search is in log space)")
+        bounds[name] = (lo, hi)
+    ms = list(measurements)
+    if not ms:
+        raise ParameterError("measurements", ms, "at least one measured instance")
+    if not (isinstance(runs, int) and runs >= 1):
+        raise ParameterError("runs", runs, "an integer >= 1")
+    cim = profile.cim
+    start = {}
+    for name, (lo, hi) in bounds.items():
+        v = getattr(cim, name, getattr(profile, name, None))
+        if v is None:
+            raise ParameterError(name, None, "a CIMParameters or profile field")
+        start[name] = min(hi, max(lo, float(v) if float(v) > 0 else lo))
+        profile.replace(**{name: lo})  # validates the name and the bounds
+        profile.replace(**{name: hi})
+    problems = [m.problem() for m in ms]
+    Js = [pr.dense_J() if hasattr(pr, "dense_J") else pr for pr in problems]
+    hs = [pr.h if getattr(pr, "has_fields", False) else None for pr in problems]
+    measured = np.array([float(m.p) for m in ms])
+    groups = _median_groups(ms)
+    floor = 0.5 / runs
+    history = []
+    cache = {}
+
+    def evaluate(values):
+        key = tuple(round(values[k], 12) for k in bounds)
+        if key in cache:
+            return cache[key]
+        prof = profile.replace(**values)
+        p = np.empty(len(ms))
+        for i, (J, h, m) in enumerate(zip(Js, hs, ms)):
+            res = sample(prof, J, h, runs=runs, seed=seed + i, engine=engine)
+            p[i] = float(np.mean(res.energies <= m.ground_energy + 1e-6))
+        loss, rows = 0.0, []
+        for (cls, n), idx in sorted(groups.items()):
+            hw = max(float(np.median(measured[idx])), floor)
+            em = max(float(np.median(p[idx])), floor)
+            loss += (math.log(em) - math.log(hw)) ** 2
+            rows.append((cls, n, float(np.median(measured[idx])), float(np.median(p[idx]))))
+        cache[key] = (loss, tuple(rows))
+        history.append((dict(values), loss))
+        if progress is not None:
+            progress(dict(values), loss)
+        return cache[key]
+
+    cur = dict(start)
+    cur_loss, cur_rows = evaluate(cur)
+    # a coarse scan of each parameter over its bounds first (the objective is flat where the
+    # emulator always or never succeeds: a local search started there would not move)
+    for name, (lo, hi) in bounds.items():
+        for v in np.geomspace(lo, hi, scan) if scan >= 2 else ():
+            if len(history) >= max_evals:
+                break
+            trial = dict(cur)
+            trial[name] = float(v)
+            loss, rows = evaluate(trial)
+            if loss < cur_loss:
+                cur, cur_loss, cur_rows = trial, loss, rows
+    while step > min_step and len(history) < max_evals:
+        improved = False
+        for name, (lo, hi) in bounds.items():
+            for factor in (step, 1.0 / step):
+                if len(history) >= max_evals:
+                    break
+                trial = dict(cur)
+                trial[name] = min(hi, max(lo, cur[name] * factor))
+                if trial[name] == cur[name]:
+                    continue
+                loss, rows = evaluate(trial)
+                if loss < cur_loss:
+                    cur, cur_loss, cur_rows, improved = trial, loss, rows, True
+                    break
+        if not improved:
+            step = math.sqrt(step)
+    return ProfileFit(
+        values=cur,
+        loss=cur_loss,
+        groups=cur_rows,
+        history=tuple(history),
+        profile=profile.replace(**cur),
     )
 
 

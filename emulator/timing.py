@@ -3,7 +3,10 @@ and a simpy model of a machine that serves tasks first-in first-out.
 
 Device time of one task (what the real machine would spend, docs section 3 "Timing"):
 
-    task_overhead_s + runs * (round_trips + reset_round_trips) * T_rt,   T_rt = n_g L / c
+    task_overhead_s + shots * (round_trips + reset_round_trips) * T_rt,   T_rt = n_g L / c
+
+with shots = runs, or ceil(runs / copies) for a profile that runs copies of a problem at once
+(``parallel_copies``, :func:`copies_per_shot`).
 
 with T_rt = 4.897 us for 1 km of fiber (n_g = 1.468). ``task_overhead_s`` (0.5 s by default)
 and ``reset_round_trips`` (20) are assumptions [A] of the profile.
@@ -24,6 +27,7 @@ __all__ = [
     "Task",
     "TaskTiming",
     "check_slots",
+    "copies_per_shot",
     "device_time",
     "pulse_slots",
     "round_trip_time",
@@ -49,6 +53,14 @@ def check_slots(profile: HardwareProfile, n_spins: int, has_field: bool = False)
     return profile.pulse_slots - n_spins - (1 if has_field else 0) - profile.reserved_slots
 
 
+def copies_per_shot(profile: HardwareProfile, n_spins: int, has_field: bool = False) -> int:
+    """Runs of one problem that one shot of the ring holds: floor(max_spins / (N + ancilla))
+    with ``profile.parallel_copies`` (1 without, or with no spin limit)."""
+    if not profile.parallel_copies or profile.max_spins is None:
+        return 1
+    return max(1, profile.max_spins // (int(n_spins) + (1 if has_field else 0)))
+
+
 def device_time(
     profile: HardwareProfile,
     n_spins: int,
@@ -60,7 +72,8 @@ def device_time(
 ) -> float:
     """Seconds the machine is busy with one task of ``runs`` runs on ``n_spins`` spins.
 
-    round_trips defaults to ``profile.cim.round_trips``. Raises :class:`SpinLimitError` when the
+    With ``profile.parallel_copies`` the runs go ``copies_per_shot`` at a time, so the task
+    takes ceil(runs / copies) shots. round_trips defaults to ``profile.cim.round_trips``. Raises :class:`SpinLimitError` when the
     problem does not fit the ring (see :func:`check_slots`)."""
     if not isinstance(runs, int) or runs < 0:
         raise ParameterError("runs", runs, "an integer >= 0")
@@ -68,7 +81,8 @@ def device_time(
     if not isinstance(k, int) or k < 1:
         raise ParameterError("round_trips", k, "an integer >= 1")
     check_slots(profile, n_spins, has_field)
-    t = runs * (k + profile.reset_round_trips) * profile.round_trip_time_s
+    shots = -(-runs // copies_per_shot(profile, n_spins, has_field))
+    t = shots * (k + profile.reset_round_trips) * profile.round_trip_time_s
     return t + (profile.task_overhead_s if include_overhead else 0.0)
 
 
@@ -106,8 +120,9 @@ class TaskTiming:
 class Machine:
     """A simpy model of one CIM: a capacity-1 resource served first-in first-out.
 
-    Each task holds the machine for its set-up overhead and then for its runs; with
-    ``per_run_events=True`` every run is its own simpy event (useful to observe progress)."""
+    Each task holds the machine for its set-up overhead and then for its runs (its shots, with
+    ``parallel_copies``); with ``per_run_events=True`` every run (shot) is its own simpy event
+    (useful to observe progress)."""
 
     def __init__(
         self, env: simpy.Environment, profile: HardwareProfile, per_run_events: bool = False
@@ -131,13 +146,16 @@ class Machine:
             yield req
             start = env.now
             yield env.timeout(prof.task_overhead_s)
-            run_t = (k + prof.reset_round_trips) * prof.round_trip_time_s
-            if self.per_run_events:
-                for _ in range(task.runs):
-                    yield env.timeout(run_t)
-                    self.runs_done += 1
+            shot_t = (k + prof.reset_round_trips) * prof.round_trip_time_s
+            copies = copies_per_shot(prof, task.n_spins, task.has_field)
+            if self.per_run_events:  # one event per shot (of up to ``copies`` runs)
+                left = task.runs
+                while left > 0:
+                    yield env.timeout(shot_t)
+                    self.runs_done += min(copies, left)
+                    left -= copies
             else:
-                yield env.timeout(task.runs * run_t)
+                yield env.timeout(-(-task.runs // copies) * shot_t)
                 self.runs_done += task.runs
             self.log.append(TaskTiming(task.name, submit, start, env.now))
 

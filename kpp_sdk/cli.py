@@ -32,7 +32,7 @@ CANCEL_WAIT_S = 2.0
 PLUGIN_COMMANDS = (
     "kpp_sdk.cloud.cli",        # kpp serve
     "kpp_sdk.models.cli",       # kpp train
-    "kpp_sdk.validation.cli",   # kpp emulate
+    "kpp_sdk.validation.cli",   # kpp emulate, kpp validate
     "kpp_sdk.bench.cli",        # kpp bench
 )
 

@@ -1,4 +1,6 @@
-"""``kpp emulate``: solve a problem on the CIM emulator and plot the pulses as the machine works.
+"""``kpp emulate`` and ``kpp validate``.
+
+``kpp emulate``: solve a problem on the CIM emulator and plot the pulses as the machine works.
 
     kpp emulate kpp_sdk/data/cim_instances/MC50/MC50_N=50_1.npz --profile qboson-550 --plot amplitudes.png
     kpp emulate problem.txt --runs 2000 --top 10 --feedback cac --out result.json
@@ -54,6 +56,120 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="write the amplitudes of one run over the round trips here")
     p.add_argument("--out", default=None, help="write the Top-K result as JSON here")
     p.set_defaults(func=cmd_emulate)
+    add_validate_parser(subparsers)
+
+
+VALIDATE_DESCRIPTION = """\
+Check a hardware profile of the CIM emulator against measurements from a real machine.
+
+Runs the profile on every measured instance (--runs runs each), and writes the emulated
+success probability beside the measured one: a per-instance table (TSV), a per-class summary
+(Markdown: per-N medians, their ratio, the decay rate alpha of P ~ exp(-alpha N), the rank
+correlation over instances) and a figure (P against N on a log scale, emulator beside hardware,
+and emulator P against hardware P per instance). --against takes the packaged NTT data of
+Hamerly et al. 2019 (hamerly2019) or a measurement file of your own machine (docs/validation.md).
+
+--suite families runs the fresh instance families of kpp_sdk.validation.families instead (SK,
+dense MAX-CUT, G-set-like graphs, tori, fields; seeds no default was tuned on): the cloud-mode
+best against sa.cpu's per instance and amplitude-control mode (Markdown table + JSON), and the
+success probability against round trips (figure).
+
+examples:
+  kpp validate --profile ntt-2000 --against hamerly2019 --out validation/
+  kpp validate --against hamerly2019 --classes sk --max-n 30 --per-n 3 --runs 200 --out v/
+  kpp validate --profile qboson-550 --against my_runs/measurements.tsv --out v/
+  kpp validate --profile qboson-550 --suite families --out v/
+"""
+
+
+def add_validate_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..cli import HelpFormatter
+
+    p = subparsers.add_parser(
+        "validate", help="the emulator against a real machine's measurements (table + figure)",
+        description=VALIDATE_DESCRIPTION, formatter_class=HelpFormatter)
+    p.add_argument("--profile", default="ntt-2000",
+                   help="hardware profile: qboson-550, ntt-2000 or ideal")
+    p.add_argument("--suite", choices=("hardware", "families"), default="hardware",
+                   help="hardware: against measurements (--against); families: fresh families "
+                        "against sa.cpu")
+    p.add_argument("--against", default="hamerly2019",
+                   help="hamerly2019 (packaged NTT data) or a measurement .tsv file")
+    p.add_argument("--out", required=True, help="folder for the table, summary and figure")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated classes to use (default: all in the measurements)")
+    p.add_argument("--max-n", type=int, default=None, help="skip instances above this size")
+    p.add_argument("--families", default=None,
+                   help="--suite families: comma-separated families (default: all that fit)")
+    p.add_argument("--feedback", default="none,cac",
+                   help="--suite families: comma-separated amplitude-control modes")
+    p.add_argument("--per-n", type=int, default=None,
+                   help="use the first K instances of each (class, N) (default: all)")
+    p.add_argument("--runs", type=int, default=1000,
+                   help="emulated runs per instance (--suite families: per instance and mode)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from ..errors import InvalidOptionError
+    from ..io import atomic_write, jsonable
+    from . import hardware as hw
+
+    _check_profile(args.profile)
+    if args.runs < 1:
+        raise InvalidOptionError(f"--runs must be >= 1, got {args.runs}")
+    for name in ("max_n", "per_n"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise InvalidOptionError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InvalidOptionError(f"--out {args.out!r} is a file; give a folder")
+    if args.suite == "families":
+        return _validate_families(args, out)
+    if args.against == "hamerly2019":
+        rows = hw.hamerly2019(("sk", "cubic"))
+        tag = "hamerly2019"
+    else:
+        path = Path(args.against)
+        if not path.is_file():
+            raise InvalidOptionError(f"--against {args.against!r}: not 'hamerly2019' and no such "
+                                     "measurement file")
+        rows = hw.load_measurements(path)
+        tag = path.stem
+    if args.classes:
+        want = [c.strip() for c in args.classes.split(",") if c.strip()]
+        known = sorted({m.cls for m in rows})
+        bad = [c for c in want if c not in known]
+        if bad:
+            raise InvalidOptionError(f"--classes {bad} not in the measurements; known: {known}")
+        rows = [m for m in rows if m.cls in want]
+    rows = hw.select(rows, max_n=args.max_n, per_n=args.per_n)
+    if not rows:
+        raise InvalidOptionError("no measured instance is left after --classes/--max-n/--per-n")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{len(rows)} instances from {tag}; profile {args.profile}, {args.runs} runs each")
+    t0, t_cpu = time.perf_counter(), time.process_time()
+    p_emu = hw.emulate(args.profile, rows, runs=args.runs, seed=args.seed)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - t_cpu
+    summary = hw.compare(rows, p_emu)
+    base = out / f"{args.profile}_vs_{tag}"
+    hw.write_table(rows, p_emu, summary, base.with_suffix(".tsv"))
+    hw.plot(rows, p_emu, summary, str(base.with_suffix(".png")),
+            title=f"{args.profile} against {tag} ({args.runs} emulated runs per instance)")
+    text = json.dumps(jsonable({"profile": args.profile, "against": tag, "runs": args.runs,
+                                "seed": args.seed, "wall_s": wall, "cpu_s": cpu,
+                                "classes": summary}), indent=1)
+    atomic_write(str(base.with_suffix(".json")), lambda f: f.write(text))
+    print(base.with_suffix(".md").read_text())
+    print(f"emulation: wall {wall:.1f} s, CPU {cpu:.1f} s")
+    for suffix in (".tsv", ".md", ".json", ".png"):
+        print(f"wrote {base.with_suffix(suffix)}")
+    return 0
 
 
 def _check_out(path: str | None, suffixes: tuple[str, ...], what: str) -> None:
@@ -123,6 +239,56 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         trace = device.trace(problem, runs=1, seed=args.seed, **opts)
         plot_amplitudes(trace, problem, args.plot, title=f"{args.file} on {device.profile.name}")
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _validate_families(args: argparse.Namespace, out) -> int:
+    import time
+
+    from ..errors import InvalidOptionError
+    from ..io import atomic_write, jsonable
+    from . import families as fam
+
+    names = None
+    if args.families:
+        names = [f.strip() for f in args.families.split(",") if f.strip()]
+        bad = [f for f in names if f not in fam.FAMILIES]
+        if bad:
+            raise InvalidOptionError(f"--families {bad} unknown; known: {', '.join(fam.FAMILIES)}")
+    modes = [m.strip() for m in args.feedback.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("none", "ahc", "cac", "cfc")]
+    if bad or not modes:
+        raise InvalidOptionError(f"--feedback {args.feedback!r}: use none, ahc, cac, cfc")
+    from ..emulator import get_profile
+
+    prof = get_profile(args.profile)
+    if args.max_n is not None and (prof.max_spins is None or args.max_n < prof.max_spins):
+        prof = prof.replace(max_spins=args.max_n)  # the suite keeps the sizes that fit
+    pairs = fam.suite_for(prof, names)
+    if not pairs:
+        raise InvalidOptionError("no family size fits the profile and --max-n")
+    names = sorted({f for f, _ in pairs}, key=list(fam.FAMILIES).index)
+    print(f"families suite on {args.profile}: "
+          f"{', '.join(f'{f} {[n for g, n in pairs if g == f]}' for f in names)}; "
+          f"feedback {', '.join(modes)}; {args.runs} runs")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = fam.run_suite(prof, feedback=modes, runs=args.runs, families=names,
+                         seed=fam.DEFAULT_SEED + args.seed, progress=print)
+    table = fam.format_table(rows)
+    base = out / f"{args.profile}_families"
+    atomic_write(str(base.with_suffix(".md")), lambda f: f.write(table))
+    text = json.dumps(jsonable({"profile": args.profile, "runs": args.runs, "rows": rows}),
+                      indent=1)
+    atomic_write(str(base.with_suffix(".json")), lambda f: f.write(text))
+    best = {(r["family"], r["n"]): r["best_known"] for r in rows}
+    curves = fam.success_curves(prof, runs=min(args.runs, 200), families=names,
+                                best_known=best, seed=fam.DEFAULT_SEED + args.seed)
+    fam.plot_success(curves, str(base) + "_success.png")
+    print(table)
+    print(f"wall {time.perf_counter() - t0:.1f} s")
+    for path in (base.with_suffix(".md"), base.with_suffix(".json"), str(base) + "_success.png"):
+        print(f"wrote {path}")
     return 0
 
 

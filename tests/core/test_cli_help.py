@@ -8,7 +8,7 @@ import pytest
 
 from kpp_sdk.cli import build_parser, main
 
-COMMANDS = ("devices", "sample", "serve", "train", "emulate", "bench")
+COMMANDS = ("devices", "sample", "serve", "train", "emulate", "validate", "bench")
 
 
 def _subparsers(parser):

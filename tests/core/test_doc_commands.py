@@ -38,6 +38,8 @@ SMALL = {
               "--eval-samples", "2", "--no-progress"],
     "emulate": ["--runs", "16", "--round-trips", "100"],
     "bench": ["--suite", "smoke", "--quiet"],
+    "validate": ["--max-n", "100", "--per-n", "1", "--runs", "20", "--families", "torus_pm1",
+                 "--feedback", "none"],
 }
 
 

@@ -49,3 +49,26 @@ def test_fifo_queue():
 def test_queue_rejects_task_too_large():
     with pytest.raises(SpinLimitError):
         simulate_queue([Task("x", n_spins=600)], get_profile("qboson-550"))
+
+
+def test_ntt2000_runs_floor_2000_over_n_copies_per_shot():
+    from kpp_sdk.emulator.timing import copies_per_shot
+
+    ntt = get_profile("ntt-2000")
+    assert copies_per_shot(ntt, 100) == 20 and copies_per_shot(ntt, 150) == 13
+    assert copies_per_shot(ntt, 100, has_field=True) == 19
+    shot = (ntt.cim.round_trips + ntt.reset_round_trips) * ntt.round_trip_time_s
+    # 2000 runs of N = 100: 100 shots of the ring
+    assert device_time(ntt, 100, 2000, include_overhead=False) == pytest.approx(100 * shot)
+    assert device_time(ntt, 100, 21, include_overhead=False) == pytest.approx(2 * shot)
+    q = get_profile("qboson-550")
+    assert copies_per_shot(q, 100) == 1
+    assert device_time(q, 100, 2000, include_overhead=False) == pytest.approx(
+        2000 * (q.cim.round_trips + q.reset_round_trips) * q.round_trip_time_s)
+
+
+def test_the_queue_model_counts_shots_like_device_time():
+    ntt = get_profile("ntt-2000")
+    for per_run in (False, True):
+        (t,) = simulate_queue([Task("a", 100, runs=2000)], ntt, per_run_events=per_run)
+        assert t.device_time == pytest.approx(device_time(ntt, 100, 2000))

@@ -1,0 +1,58 @@
+"""The ntt-2000 profile against NTT's own machine: the success probabilities the 2000-pulse
+measurement-feedback CIM reached on the SK and cubic instances of Hamerly et al., Sci. Adv. 5,
+eaau0823 (2019), packaged in kpp_sdk/data/hardware/hamerly2019 (docs/validation.md).
+
+The profile was calibrated on the SK measurements (one parameter set for every N); the cubic
+measurements were not used for it and are a held-out check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kpp_sdk.emulator import get_profile
+from kpp_sdk.validation import hardware as hw
+
+
+def _medians(rows, p):
+    out = {}
+    for n in sorted({m.n for m in rows}):
+        idx = [i for i, m in enumerate(rows) if m.n == n]
+        out[n] = (float(np.median([rows[i].p for i in idx])), float(np.median(p[idx])))
+    return out
+
+
+def test_small_sk_medians_are_within_a_factor_1p5_of_the_machine():
+    rows = hw.select(hw.hamerly2019(("sk",)), ns=(10, 20, 30))
+    p = hw.emulate("ntt-2000", rows, runs=200, seed=7)
+    for n, (measured, emulated) in _medians(rows, p).items():
+        assert measured / 1.5 <= emulated <= 1.5 * measured, (n, measured, emulated)
+    # the check can fail: the profile's former values (fitted to the WK2000 energy alone, gain
+    # normalised by the spectral radius) are far off at N = 30
+    old = get_profile("ntt-2000", coupling_norm="radius", xi0=0.6, sigma_add=0.18,
+                      ramp_fraction=0.8)
+    p_old = hw.emulate(old, rows, runs=200, seed=7)
+    measured, emulated = _medians(rows, p_old)[30]
+    assert emulated < measured / 1.5
+
+
+@pytest.mark.slow
+def test_sk_per_n_medians_decay_rate_and_rank_correlation():
+    """Issue 20's SK goals on all 150 instances (1000 runs each; minutes on one core).
+
+    Measured with this seed (docs/validation.md): 13 of 15 sizes within a factor 1.5 of the
+    machine's median, the other two at 1.61 (N = 70) and 1.67 (N = 140, where the machine's
+    median dips below both neighbours); alpha 0.0192 against 0.0205; Spearman 0.72. The test
+    holds that: it fails when the calibration is undone (the former profile reached the ground
+    state in 0-0.5% of the runs at N = 100, where the machine reached it in ~10%).
+    """
+    rows = hw.hamerly2019(("sk",))
+    p = hw.emulate("ntt-2000", rows, runs=1000, seed=1000)
+    s = hw.compare(rows, p)["sk"]
+    ratios = [max(r["emulator"] / r["hardware"], r["hardware"] / r["emulator"])
+              for r in s["per_n"]]
+    assert sum(q <= 1.5 for q in ratios) >= 13, ratios
+    assert max(ratios) <= 1.75, ratios
+    assert s["alpha_emulator"] == pytest.approx(s["alpha_hardware"], rel=0.2)
+    assert s["spearman"] >= 0.5
