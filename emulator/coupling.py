@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -18,6 +20,7 @@ __all__ = [
     "PreparedProblem",
     "accumulation_plan",
     "augment_with_ancilla",
+    "feedback_gain",
     "ising_energy",
     "prepare_problem",
     "quantize_couplings",
@@ -30,6 +33,8 @@ __all__ = [
 FLOAT32_EXACT_INT = 2**24
 #: The same bound for float64 (53-bit significand).
 FLOAT64_EXACT_INT = 2**53
+#: Largest self-feedback register value (16-bit signed, in integer coupling units).
+INT16_MAX = 2**15 - 1
 
 
 def validate_problem(J, h=None, *, symmetry_tol: float = 1e-9):
@@ -146,6 +151,111 @@ def quantize_couplings(M, bits: int | None = 8):
     return Mi, scale, err
 
 
+def _requantize(M, scale):
+    """Round M on a given (coarser than int8) grid: ``(M_int, scale, max_abs_error)``."""
+    if sp.issparse(M):
+        Mi = M.copy()
+        Mi.data = np.rint(M.data / scale)
+        err = float(np.max(np.abs(Mi.data * scale - M.data))) if M.nnz else 0.0
+        Mi.eliminate_zeros()
+        return Mi, scale, err
+    Mi = np.rint(M / scale)
+    return Mi, scale, float(np.max(np.abs(Mi * scale - M)))
+
+
+def bulk_edge(M) -> float:
+    """Edge of the bulk of the spectrum of M estimated from its entries, 2 sqrt(sum_ij (M_ij -
+    mu)^2 / N) with mu the mean off-diagonal entry: the semicircle edge of a random matrix with
+    the same entry variance. It equals lambda_max for SK (2 sqrt(N)) and, without the Perron
+    outlier, for random graphs (2 sqrt(N p (1 - p)) for G(N, p) MAX-CUT); on graphs whose
+    lambda_max is a localised mode (G42: 16.9 against a bulk edge of 6.9) it is the scale of
+    the typical local field."""
+    n = M.shape[0]
+    if n < 2:
+        return 0.0
+    pairs = n * (n - 1)
+    if sp.issparse(M):
+        s1 = float(M.sum())
+        s2 = float(M.multiply(M).sum())
+    else:
+        s1 = float(M.sum())
+        s2 = float(np.einsum("ij,ij->", M, M))
+    mu = s1 / pairs
+    var_sum = max(0.0, s2 - 2 * mu * s1 + mu * mu * pairs)
+    return 2.0 * math.sqrt(var_sum / n)
+
+
+def feedback_gain(
+    params,
+    lambda_min: float,
+    lambda_max: float,
+    absmax: float | None = None,
+    bulk_edge: float | None = None,
+) -> tuple[float, float]:
+    """The problem-aware feedback gain ``xi`` and the FPGA self-feedback ``delta`` (original
+    coupling units) for a coupling matrix with extreme eigenvalues ``lambda_min <= lambda_max``.
+
+    ``coupling_norm="spectrum"`` (default): the gain is set by the mode that bifurcates,
+    ``xi = xi0 / lambda_max`` (for a symmetric spectrum such as SK's this is xi0/rho, as
+    before). The most negative mode must not overshoot in the delayed map: a mode of
+    eigenvalue lambda of xi (J + delta I) with one round trip of latency has the
+    characteristic equation z^2 = a z + dtau xi lambda, whose complex roots have
+    |z|^2 = -dtau xi lambda, so it oscillates with a sign flip every round trip once
+    dtau xi |lambda| > 1. A self-feedback ``delta`` (each pulse's own delayed measurement fed
+    back with gain xi*delta) shifts every eigenvalue by delta and keeps
+    dtau xi (lambda_min + delta) >= -stability_margin; for spins it only adds a constant to
+    the energy. The extra gain it gives every pulse is taken off the pump (p -> p - xi delta;
+    see :func:`kpp_sdk.emulator.physics.simulate`), so the coupled threshold of the top mode
+    stays where the couplings alone put it.
+
+    ``coupling_norm="radius"``: the former xi = xi0 / rho(J), no self-feedback.
+    ``coupling_norm="coefficient"``: xi = xi0 / max|J_ij| (``absmax``), a fixed gain per unit
+    of the largest coupling, capped at dtau*xi*|lambda_min| = stability_margin; no
+    self-feedback.
+
+    With amplitude control (``feedback`` not "none") the gain is xi0 / rho and there is no
+    self-feedback: each error variable e_i sets its pulse's effective gain, and
+    :func:`error_cap` bounds them by the same stability rule.
+    """
+    rho = max(abs(lambda_min), abs(lambda_max))
+    if rho <= 0 or params.xi0 == 0:
+        return 0.0, 0.0
+    if params.coupling_norm == "radius":
+        return params.xi0 / rho, 0.0
+    if params.coupling_norm == "coefficient":
+        xi = params.xi0 / (absmax if absmax else rho)
+        if lambda_min < 0:
+            xi = min(xi, params.stability_margin / (params.dtau * abs(lambda_min)))
+        return xi, 0.0
+    if params.feedback != "none":
+        # amplitude control: the error variables e_i set each pulse's effective gain, and
+        # the FPGA caps them (error_cap) so that the most negative mode cannot overshoot
+        return params.xi0 / rho, 0.0
+    # the growing modes set the gain: the edge of the bulk of the spectrum, or lambda_max when
+    # it is lower; a problem whose spectrum is (almost) all negative still gets a gain on the
+    # scale of its spread
+    top = lambda_max if not bulk_edge else min(lambda_max, bulk_edge)
+    top = max(top, 0.05 * rho)
+    xi = params.xi0 / top
+    bound = params.stability_margin / (params.dtau * xi)
+    delta = max(0.0, -lambda_min - bound)
+    return xi, delta
+
+
+def error_cap(params, xi: float, lambda_min: float, delta: float) -> float:
+    """Largest error variable e (AHC/CAC/CFC) the FPGA allows: min(e_max, the e at which the
+    loop gain dtau*xi*e*|lambda_min + delta| of the most negative mode reaches
+    ``stability_margin``). Without the cap e grows until that mode overshoots every round trip
+    and all pulses lock in phase, flipping sign together (issue 15: MC50 n=100 with CAC ended
+    at E = +2475, every spin equal). With xi = xi0/rho, xi0 = 0.6 and dtau = 0.5 the cap is
+    3 for every problem."""
+    neg = -(lambda_min + delta)
+    if neg <= 0 or xi <= 0:
+        return params.e_max
+    cap = params.stability_margin / (params.dtau * xi * neg)
+    return max(params.e_min * 1.0001, min(params.e_max, cap))
+
+
 def accumulation_plan(M_int, code_max: int):
     """Exact-accumulation plan for f = M_int @ codes with |codes| <= code_max.
 
@@ -241,6 +351,8 @@ class PreparedProblem:
     lambda_max: float
     spectral_radius: float
     xi: float
+    self_feedback: float
+    e_cap: float
     M_fpga: object
     coupling_scale: float
     quant_error: float
@@ -257,8 +369,24 @@ def prepare_problem(J, h, params) -> PreparedProblem:
     M = augment_with_ancilla(Jv, hv) if has_field else Jv
     lmin, lmax = spectral_bounds(M)
     rho = max(abs(lmin), abs(lmax))
-    xi = params.xi0 / rho if rho > 0 else 0.0
+    data = M.data if sp.issparse(M) else M
+    absmax = float(np.max(np.abs(data))) if data.size else 0.0
+    xi, self_fb = feedback_gain(params, lmin, lmax, absmax, bulk_edge(M))
     M_int, scale, err = quantize_couplings(M, params.coef_bits)
+    self_int = 0.0
+    if self_fb > 0:
+        # the FPGA's self-feedback register: a separate 16-bit gain on each pulse's own
+        # (delayed) measurement, in the units of the integer couplings
+        if params.coef_bits is None:
+            self_int = self_fb
+        else:
+            if self_fb / scale > INT16_MAX:  # extreme spectra only: coarser couplings
+                M_int, scale, err = _requantize(M, self_fb / INT16_MAX)
+            self_int = float(np.rint(self_fb / scale))
+        if sp.issparse(M_int):
+            M_int = (M_int + sp.identity(M_int.shape[0], format="csr") * self_int).tocsr()
+        else:
+            M_int = M_int + self_int * np.eye(M_int.shape[0])
     amp_dtype = params.dtype
     if params.coef_bits is not None and params.adc_bits is not None:
         code_max = 2 ** (params.adc_bits - 1)
@@ -282,6 +410,8 @@ def prepare_problem(J, h, params) -> PreparedProblem:
         lambda_max=lmax,
         spectral_radius=rho,
         xi=xi,
+        self_feedback=self_int * scale,
+        e_cap=error_cap(params, xi, lmin, self_int * scale),
         M_fpga=M_fpga,
         coupling_scale=scale,
         quant_error=err,

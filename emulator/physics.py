@@ -287,6 +287,7 @@ class _MapConstants:
     coupled: bool
     K_ramp: int
     integer_acc: bool
+    e_cap: float
 
 
 _PARALLEL_MIN_ELEMENTS = 1 << 15  # below this many state elements one thread does all runs
@@ -345,7 +346,7 @@ def _numba_inject(F, x, acc, code_del, e, xi_k, params, c, a_row, beta_row, keys
         a_row,
         beta_row,
         np.float32(params.e_min),
-        np.float32(params.e_max),
+        np.float32(c.e_cap),
         keys,
         run_offset,
     )
@@ -474,6 +475,7 @@ def _simulate(
         dac_lsb, dac_lo, dac_hi = 1.0, 0.0, 0.0
     gain_scale = prob.coupling_scale * adc_lsb
     xi = prob.xi
+    self_fb = prob.self_feedback if xi > 0 else 0.0
     mode = {"none": 0, "ahc": 1, "cac": 1, "cfc": 2}[params.feedback]
     coupled = xi > 0 and params.xi0 > 0
     K_ramp = params.ramp_round_trips
@@ -533,6 +535,7 @@ def _simulate(
         coupled=coupled,
         K_ramp=K_ramp,
         integer_acc=integer_acc,
+        e_cap=prob.e_cap,
     )
 
     def run_batch(r0, r1, rng):
@@ -606,6 +609,12 @@ def _simulate(
             ramp = 1.0 if K_ramp <= 0 else min(1.0, k / K_ramp)
             p_k = params.p0 + (params.p1 - params.p0) * ramp if K_ramp > 0 else params.p1
             xi_k = xi * (params.xi_start_fraction + (1.0 - params.xi_start_fraction) * ramp)
+            # the self-feedback's extra gain xi_k*delta (plain mode only) is taken off the pump
+            # at the start of the ramp and not at its end: the ramp starts below the coupled
+            # threshold for every problem, and the final amplitudes keep the extra gain, as a
+            # higher pump would (coupling.feedback_gain)
+            if self_fb:
+                p_k = p_k - (1.0 - ramp) * xi_k * self_fb
             slot = k % (L + 1)
             if eng == "numba":
                 keys_k = _fast.step_keys(base, k, 8)  # noise streams of this round trip
@@ -667,6 +676,7 @@ def _simulate(
                         adc_lsb,
                         a_row,
                         beta_row,
+                        prob.e_cap,
                     )
             # CAC bookkeeping (per run), best-energy tracking
             last = k == K - 1
@@ -771,7 +781,9 @@ def _simulate(
         "fpga_product": "int16x16->int32" if int_gemm else f"{prob.gemm_dtype} chunks",
         "p_threshold_map": p_map,
         "p_threshold_continuum": p_cont,
-        "stability_margin": params.dtau * xi * abs(prob.lambda_min),
+        "self_feedback": prob.self_feedback,
+        "error_cap": prob.e_cap,
+        "stability_margin": params.dtau * xi * abs(prob.lambda_min + prob.self_feedback),
         "wall_time_s": time.perf_counter() - t_start,
     }
     res = CIMResult(
@@ -879,6 +891,7 @@ def _xp_inject(
     adc_lsb,
     a_row,
     beta_row,
+    e_cap,
 ):
     if acc.shape[0] == 1:
         f = acc[0].astype(xp.float64) if acc.dtype != xp.float64 else acc[0]
@@ -896,10 +909,10 @@ def _xp_inject(
     if mode == 1:
         xq = code_del * dt(adc_lsb)
         e *= 1 - dt(dtau) * beta_row[:, None] * (xq * xq - a_row[:, None])
-        xp.clip(e, params.e_min, params.e_max, out=e)
+        xp.clip(e, params.e_min, e_cap, out=e)
     elif mode == 2:
         e *= 1 - dt(dtau) * beta_row[:, None] * (u * u - a_row[:, None])
-        xp.clip(e, params.e_min, params.e_max, out=e)
+        xp.clip(e, params.e_min, e_cap, out=e)
 
 
 def sample(

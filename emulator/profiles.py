@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from .errors import ParameterError, SpinLimitError, UnknownProfileError
 
 __all__ = [
+    "COUPLING_NORMS",
     "FEEDBACK_MODES",
     "PROFILES",
     "SPEED_OF_LIGHT",
@@ -37,6 +38,7 @@ __all__ = [
 
 SPEED_OF_LIGHT = 299_792_458.0  # m/s
 FEEDBACK_MODES = ("none", "ahc", "cac", "cfc")
+COUPLING_NORMS = ("spectrum", "radius", "coefficient")
 
 
 def _check(name, value, ok: bool, allowed: str):
@@ -102,8 +104,14 @@ class CIMParameters:
             Default 1 [A]. 0 means instantaneous feedback (algorithmic mode).
 
     Injection
-        xi0: coupling strength relative to the spectral radius, xi = xi0/rho(J). Default 0.6
-            [A]. Keep dtau*xi*|lambda_min| < 1 (delayed-feedback stability rule).
+        xi0: coupling strength. Default 0.6 [A]. The gain xi follows ``coupling_norm``:
+            "spectrum" (default): xi = xi0/lambda_max(J), set by the mode that bifurcates, plus
+            an FPGA self-feedback delta*I that keeps dtau*xi*|lambda_min + delta| <=
+            stability_margin (delayed-feedback stability rule; a constant energy shift for
+            spins); with amplitude control xi = xi0/rho and the error variables are capped by
+            the same rule (see kpp_sdk.emulator.coupling.feedback_gain). "radius": the former
+            xi = xi0/rho(J). "coefficient": xi = xi0/max|J_ij|, capped at the bound.
+        coupling_norm, stability_margin: see xi0. Defaults "spectrum", 0.9 [A].
         xi_start_fraction: xi_k ramps from xi_start_fraction*xi to xi over the pump ramp.
             Default 1.0 (no ramp).
         sigma_inj: relative injection noise, u*(1 + sigma_inj N(0,1)). Default 0.01 [A].
@@ -158,6 +166,8 @@ class CIMParameters:
     dac_full_scale: float = 2.0
     latency: int = 1
     xi0: float = 0.6
+    coupling_norm: str = "spectrum"
+    stability_margin: float = 0.9
     xi_start_fraction: float = 1.0
     sigma_inj: float = 0.01
     sigma_add: float = 0.0
@@ -258,6 +268,19 @@ class CIMParameters:
             self.latency,
             _is_int(self.latency) and 0 <= self.latency <= 1000,
             "an integer 0..1000 (round trips)",
+        )
+        _check(
+            "coupling_norm",
+            self.coupling_norm,
+            self.coupling_norm in COUPLING_NORMS,
+            "'spectrum' (xi0/lambda_max with self-feedback), 'radius' (xi0/rho) or "
+            "'coefficient' (xi0/max|J_ij|)",
+        )
+        _check(
+            "stability_margin",
+            self.stability_margin,
+            _finite(self.stability_margin) and 0.0 < self.stability_margin <= 1.0,
+            "0 < stability_margin <= 1 (dtau*xi*|lambda_min + delta| is kept below it)",
         )
         _check("xi0", self.xi0, _finite(self.xi0) and self.xi0 >= 0.0, "xi0 >= 0")
         _check(

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 from kpp_sdk.emulator import CIMParameters, coupled_threshold, simulate, spectral_bounds
+from kpp_sdk.emulator.coupling import feedback_gain
 
 QUIET = {"sigma_pump": 0.0, "sigma_inj": 0.0}
 #: threshold scans without ADC/DAC: near threshold the SK20 feedback u = xi f is ~1 DAC LSB
@@ -29,9 +30,10 @@ def _threshold_scan(J, xi0, runs=1000, float_fpga=True):
     """Onset of oscillation from below: the variance of the top mode diverges as 1/(p_th - p);
     fit 1/Var with a line and find its zero."""
     lmin, lmax = spectral_bounds(J)
-    rho = max(abs(lmin), abs(lmax))
     base = CIMParameters(xi0=xi0, round_trips=1000, **QUIET, **(FLOAT_FPGA if float_fpga else {}))
-    p_map, p_cont = coupled_threshold(base, lmax, xi0 / rho)
+    xi, delta = feedback_gain(base, lmin, lmax)
+    assert delta == 0.0  # these spectra need no self-feedback
+    p_map, p_cont = coupled_threshold(base, lmax, xi)
     v = np.linalg.eigh(J)[1][:, -1]  # the mode that goes first
     ps = p_map - np.array([0.04, 0.03, 0.02, 0.01])
     inv = []
@@ -84,9 +86,13 @@ def test_threshold_sk20(xi0, instance):
     assert below < 0.05 * above
 
 
-def _uniform_mode(xi0, latency, p=0.85, n=20):
+def _uniform_mode(xi0, latency, p=0.85, n=20, norm="radius"):
+    """The bound itself, with the former gain xi = xi0/rho (no self-feedback) unless norm is
+    "spectrum"."""
     J = -(np.ones((n, n)) - np.eye(n))  # lambda_min = -(n-1) (uniform mode), others +1
-    par = CIMParameters(p0=p, p1=p, round_trips=400, xi0=xi0, latency=latency, **QUIET)
+    par = CIMParameters(
+        p0=p, p1=p, round_trips=400, xi0=xi0, latency=latency, coupling_norm=norm, **QUIET
+    )
     r = simulate(J, None, par, runs=6, seed=3, record_runs=6)
     m = r.trajectories[-100:].mean(axis=2)  # uniform-mode amplitude, last 100 round trips
     flips = float(np.mean(np.sign(m[1:]) != np.sign(m[:-1])))
@@ -112,3 +118,17 @@ def test_period_two_blowup_latency_0():
     amp, flips, margin = _uniform_mode(4.5, latency=0)
     assert margin > 1 + 1 / a
     assert amp > 0.2 and flips > 0.95  # period 2: the sign flips every round trip
+
+
+@pytest.mark.parametrize("latency", [1, 0])
+def test_self_feedback_keeps_uniform_mode_stable(latency):
+    """The problem-aware gain: xi = xi0/lambda_max = 0.6 here, 15x the 0.6/19 of the spectral
+    radius, so without the self-feedback dtau xi |lambda_min| = 5.7 (far past both bounds);
+    with it the most negative mode sits at the stability margin and does not blow up (the
+    19-fold mode lambda = +1 oscillates, amplitudes ~1, so the uniform component of a balanced
+    state is ~0.1 from their spread, against ~0.6-1 for the blown-up uniform mode)."""
+    amp, flips, margin = _uniform_mode(0.6, latency=latency, norm="spectrum")
+    assert margin == pytest.approx(0.9, abs=0.02)
+    assert amp < 0.15
+    amp_off, _, margin_off = _uniform_mode(0.6 * 19, latency=latency, norm="radius")
+    assert margin_off > 5 and amp_off > 0.4  # the same gain without self-feedback blows up

@@ -23,7 +23,7 @@ import pytest
 from kpp_sdk.emulator import CIMParameters, simulate, spectral_bounds
 
 ahc = pytest.importorskip("cim_optimizer.AHC",
-                          reason="V4 compares with cim-optimizer: pip install -e '.[bench]'")
+                          reason="V4 compares with cim-optimizer (in the test extra): pip install -e '.[test]'")
 torch = pytest.importorskip("torch")
 
 STEPS = 1000
@@ -52,6 +52,7 @@ def _emulator_plain(J, xi0, x0):
         p1=R_PUMP,
         dtau=DT,
         xi0=xi0,
+        coupling_norm="radius",
         tap_ratio=0.05,  # must fit in the round-trip loss 1 - exp(-2 dtau) = 0.095
         integrator="euler",
         dtype="float64",
