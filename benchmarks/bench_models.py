@@ -23,14 +23,15 @@ decay 1e-4), 50 samples per negative phase; test log-likelihood by AIS (3000 tem
 chains, base rates from the training data) with a 3-sigma error bar; seconds per epoch (median
 over epochs, wall, this process) and device seconds per epoch (the emulator's timing model).
 
-Samplers (``kpp_sdk.models.samplers``): CD-1; PCD-1 (50 chains); sa.cpu in Boltzmann sampling
+Samplers (``kpp_sdk.models.samplers``): CD-1 (``cdK``: CD-k); PCD-1 (50 chains); sa.cpu in Boltzmann sampling
 mode (persistent chains, 1 or 5 sweeps per job); cim.emulator as it comes (``cold``: knob 0,
 beta 1, no correction); ``thermostat`` (beta="estimate": the knob turned until the
 pseudo-likelihood beta of the samples is 1, no reweighting); ``thermostat+iw`` (plus importance
 resampling with exp((beta_hat - 1) E)); ``topk``: the cloud's de-duplicated Top-K of
 ``--topk-runs`` runs per job, states resampled by their counts (the paper's method) or, ``topk+iw``,
 by exp(-E) (importance weights from the model energy); ``hybrid-k``: thermostat+iw states as
-the starts of k Gibbs sweeps in torch.
+the starts of k Gibbs sweeps in torch; ``random-start-k``: k Gibbs sweeps from uniformly random
+states (the hybrid's control: what its Gibbs sweeps do without the device).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from kpp_sdk.models.samplers import (
     BoltzmannSampler,
     ContrastiveDivergence,
     ExactSampler,
+    ModelSampler,
     PersistentContrastiveDivergence,
 )
 
@@ -71,6 +73,10 @@ def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
         num_reads, method = int(words[-1][1:]), " ".join(words[:-1])
     if method == "cd1":
         return ContrastiveDivergence(1, seed=seed)
+    if method.startswith("cd") and method[2:].isdigit():
+        return ContrastiveDivergence(int(method[2:]), seed=seed)
+    if method.startswith("random-start-"):  # the hybrid's control: Gibbs from uniform states
+        return RandomStartGibbs(int(method.split("-")[-1]), num_reads, seed=seed)
     if method == "pcd":
         return PersistentContrastiveDivergence(1, num_chains=num_reads, seed=seed)
     if method.startswith("sa.cpu"):
@@ -94,6 +100,23 @@ def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
     else:
         raise ValueError(f"unknown sampler {method!r}")
     return BoltzmannSampler("cim.emulator", num_reads=num_reads, mode="anneal", seed=seed, **kw)
+
+
+class RandomStartGibbs(ModelSampler):
+    """``k`` Gibbs sweeps from uniformly random states each call: what the hybrid would be
+    if the device's states carried no information."""
+
+    def __init__(self, k: int, num_reads: int, **kwargs):
+        super().__init__(**kwargs)
+        self.k, self.num_reads = k, num_reads
+
+    def negative(self, model, visible=None):
+        g = self.generator(model.device)
+        x = model.random_states(self.num_reads, g)
+        for _ in range(self.k):
+            x = model.gibbs_step(x, generator=g)
+        self.last = {"sampler": f"random-start-{self.k}"}
+        return model.rao_blackwellize(x)
 
 
 class DeviceClock:
