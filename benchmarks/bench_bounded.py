@@ -6,11 +6,11 @@ hostile requests cost a real ``kpp serve`` process.
 
 ``cancel``: each device gets a job that would run for minutes, ``cancel()`` is called ``--after``
 seconds (default 2) after it is RUNNING, and the time until ``result()`` raises
-JobCancelledError is recorded; median and max of ``--repeat`` runs (default 5). ``sa.cpu`` is
-measured on the path this branch owns: a job of many reads, cancelled between chunks of reads
-(the check inside a chunk belongs to the numba kernels). A cancel that arrives while a device
-still prepares (``cim.emulator``: the eigenvalues of J, one LAPACK call) takes effect at the first
-round trip.
+JobCancelledError is recorded; median and max of ``--repeat`` runs (default 5). ``sa.cpu``'s
+kernels check for cancellation every sweep, ``cim.emulator`` every round trip. A cancel that
+arrives while a device still prepares (``cim.emulator``: the eigenvalues of J, the int8
+couplings, and in a new process loading the compiled kernels) takes effect at the first round
+trip.
 
 ``rss``: a ``kpp serve`` child process (default limits) gets each request of the issue's
 reproductions once, and the largest jobs the default limits accept; before each one the peak RSS
@@ -81,9 +81,8 @@ def bench_cancel(repeat: int) -> None:
 
     dense = IsingProblem.random_sk(200, seed=0)
     cases = [
-        # a job of ~16 s of one core in 8 chunks of reads: the cancel waits for the chunks
-        # running (until the kernels check inside a chunk)
-        ("sa.cpu (8 chunks of 500 reads)", kpp_sdk.get_device("sa.cpu"), dense,
+        # a job of ~16 s of one core; the kernels check every sweep
+        ("sa.cpu (4000 reads x 1000 sweeps)", kpp_sdk.get_device("sa.cpu"), dense,
          dict(num_reads=4000, num_sweeps=1000)),
         ("sa.gpu backend=numpy", SimulatedAnnealingGPU(backend="numpy"), dense,
          dict(num_reads=1000, num_sweeps=10_000)),

@@ -1,145 +1,308 @@
-"""RBM 64 x 64 on binarised 8x8 digits: test log-likelihood (AIS) after the same epochs, and the
-wall time per epoch of each sampler relative to CD-1 (goal: device sampling <= 2x CD-1).
+"""Sampler variants on the same models: distance to the exact distribution where the model can
+be enumerated, AIS test log-likelihood after training where it cannot, time and device time.
+A script (it measures sample and model quality; timings are within this process).
 
-    pytest benchmarks/bench_models.py --benchmark-only -s
+    python benchmarks/bench_models.py --quick          # minutes on 2 cores, smoke-level
+    python benchmarks/bench_models.py --part kl        # the KL table only
+    python benchmarks/bench_models.py --part ais       # digits RBM 64 x 64, 20 epochs
+    python benchmarks/bench_models.py --part ais --hidden 128
 
-Every method trains the same initial model (same seed, visible biases from the data) for
-``EPOCHS`` epochs of SGD (batch 50, learning rate 0.1, momentum 0.5); the negative phase is
-CD-1, PCD-1 (50 chains), ``sa.cpu`` in Boltzmann sampling mode (50 reads, persistent chains,
-one sweep per job; ``sa.cpu x5``: five sweeps) or ``cim.emulator`` (BoltzmannSampler with
-mode="auto": Boltzmann sampling if the device offers it, else its own dynamics with an
-estimated effective temperature). Time per epoch is the median over epochs, measured in this
-process; the ratio to CD-1 is the number to compare. ``test_time_per_epoch_vs_cd1_interleaved``
-measures it again with CD-1 and the other sampler alternating epoch by epoch, which is robust to
-load from other processes. Test log-likelihoods are AIS estimates (``AIS_BETAS`` temperatures,
-``AIS_CHAINS`` chains, base rates from the training data) with a 3-sigma error bar.
+KL part. Two fixed models: an RBM 9 x 16 trained on bars and stripes 3x3 (200 full-batch epochs
+of sa.cpu Boltzmann sampling, 5 sweeps; seed 0) and a fully visible 12-unit Boltzmann machine
+trained on bars and stripes 3x4 with exact gradients (enumeration). Each sampler is called as
+training calls it (``negative``, ``num_reads`` 100 per call): ``--warm`` calls to settle (the
+thermostat turns the emulator's knob), then ``--calls`` calls whose visible states are pooled.
+Reported: KL(q || p) in nats from the pooled samples' empirical distribution q to the model's
+exact visible distribution p (the RBM's by its free energy), the same KL of as many exact
+samples (the floor that finite sampling sets), and the device time per call (``device_s``:
+what the machine would spend, from its timing model) and the wall time per call in this process.
+
+AIS part. Every sampler trains the same initial RBM (seed 0, visible biases from the data) on
+binarised 8x8 digits for ``--epochs`` epochs of SGD (batch 50, lr 0.1, momentum 0.5, weight
+decay 1e-4), 50 samples per negative phase; test log-likelihood by AIS (3000 temperatures, 200
+chains, base rates from the training data) with a 3-sigma error bar; seconds per epoch (median
+over epochs, wall, this process) and device seconds per epoch (the emulator's timing model).
+
+Samplers (``kpp_sdk.models.samplers``): CD-1 (``cdK``: CD-k); PCD-1 (50 chains); sa.cpu in Boltzmann sampling
+mode (persistent chains, 1 or 5 sweeps per job); cim.emulator as it comes (``cold``: knob 0,
+beta 1, no correction); ``thermostat`` (beta="estimate": the knob turned until the
+pseudo-likelihood beta of the samples is 1, no reweighting); ``thermostat+iw`` (plus importance
+resampling with exp((beta_hat - 1) E)); ``topk``: the cloud's de-duplicated Top-K of
+``--topk-runs`` runs per job, states resampled by their counts (the paper's method) or, ``topk+iw``,
+by exp(-E) (importance weights from the model energy); ``hybrid-k``: thermostat+iw states as
+the starts of k Gibbs sweeps in torch; ``random-start-k``: k Gibbs sweeps from uniformly random
+states (the hybrid's control: what its Gibbs sweeps do without the device).
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
+import json
 import statistics
+import sys
+import time
 
-import pytest
+import numpy as np
+import torch
 
-torch = pytest.importorskip("torch")
-
-from kpp_sdk.models import RestrictedBoltzmannMachine, fit, log_likelihood  # noqa: E402
-from kpp_sdk.models.datasets import load_dataset  # noqa: E402
-from kpp_sdk.models.samplers import (  # noqa: E402
+from kpp_sdk.models import (
+    BoltzmannMachine,
+    RestrictedBoltzmannMachine,
+    exact_model_distribution,
+    fit,
+    log_likelihood,
+)
+from kpp_sdk.models.datasets import load_dataset
+from kpp_sdk.models.samplers import (
     BoltzmannSampler,
     ContrastiveDivergence,
+    ExactSampler,
+    ModelSampler,
     PersistentContrastiveDivergence,
 )
 
-import kpp_sdk  # noqa: E402
-
-EPOCHS = 20
-BATCH = 50
-LR = 0.1
-AIS_BETAS = 3000
-AIS_CHAINS = 200
-SEED = 0
-ROUNDS = 7
-
-_RESULTS: dict[str, dict] = {}
+EMULATOR_VARIANTS = ("cim cold", "cim thermostat", "cim thermostat+iw", "cim topk", "cim topk+iw",
+                     "cim hybrid-1", "cim hybrid-5")
 
 
-def _available(name: str) -> bool:
-    return any(d.name == name for d in kpp_sdk.list_devices(available_only=True))
-
-
-def _sampler(method: str):
+def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
+    """The sampler a row of the tables names (a last word ``rN`` sets N samples per call)."""
+    words = method.split()
+    if len(words) > 1 and words[-1][0] == "r" and words[-1][1:].isdigit():
+        num_reads, method = int(words[-1][1:]), " ".join(words[:-1])
     if method == "cd1":
-        return ContrastiveDivergence(1, seed=SEED)
+        return ContrastiveDivergence(1, seed=seed)
+    if method.startswith("cd") and method[2:].isdigit():
+        return ContrastiveDivergence(int(method[2:]), seed=seed)
+    if method.startswith("random-start-"):  # the hybrid's control: Gibbs from uniform states
+        return RandomStartGibbs(int(method.split("-")[-1]), num_reads, seed=seed)
     if method == "pcd":
-        return PersistentContrastiveDivergence(1, num_chains=BATCH, seed=SEED)
+        return PersistentContrastiveDivergence(1, num_chains=num_reads, seed=seed)
     if method.startswith("sa.cpu"):
-        sweeps = 5 if method.endswith("x5") else 1
-        return BoltzmannSampler("sa.cpu", num_reads=BATCH, num_sweeps=sweeps, num_threads=1,
-                                seed=SEED)
-    return BoltzmannSampler(method, num_reads=BATCH, seed=SEED)
+        sweeps = int(method.split("x")[-1]) if "x" in method else 1
+        return BoltzmannSampler("sa.cpu", num_reads=num_reads, num_sweeps=sweeps,
+                                num_threads=1, seed=seed)
+    variant = method.split()[-1]
+    kw: dict = {}
+    if variant == "cold":
+        kw = dict(beta=1.0)
+    elif variant == "thermostat":
+        kw = dict(reweight=False)
+    elif variant == "thermostat+iw":
+        kw = {}
+    elif variant == "topk":
+        kw = dict(beta=1.0, topk_runs=topk_runs, reweight=False)
+    elif variant == "topk+iw":
+        kw = dict(beta=1.0, topk_runs=topk_runs)
+    elif variant.startswith("hybrid-"):
+        kw = dict(gibbs_steps=int(variant.split("-")[1]))
+    else:
+        raise ValueError(f"unknown sampler {method!r}")
+    return BoltzmannSampler("cim.emulator", num_reads=num_reads, mode="anneal", seed=seed, **kw)
 
 
-@pytest.fixture(scope="module")
-def digits():
+class RandomStartGibbs(ModelSampler):
+    """``k`` Gibbs sweeps from uniformly random states each call: what the hybrid would be
+    if the device's states carried no information."""
+
+    def __init__(self, k: int, num_reads: int, **kwargs):
+        super().__init__(**kwargs)
+        self.k, self.num_reads = k, num_reads
+
+    def negative(self, model, visible=None):
+        g = self.generator(model.device)
+        x = model.random_states(self.num_reads, g)
+        for _ in range(self.k):
+            x = model.gibbs_step(x, generator=g)
+        self.last = {"sampler": f"random-start-{self.k}"}
+        return model.rao_blackwellize(x)
+
+
+class DeviceClock:
+    """Sums ``sampler.last["device_s"]`` over the negative phases a sampler draws."""
+
+    def __init__(self, sampler):
+        self.device_s = 0.0
+        self.calls = 0
+        inner = sampler.negative
+
+        def negative(model, visible=None):
+            out = inner(model, visible)
+            self.device_s += float(sampler.last.get("device_s", 0.0))
+            self.calls += 1
+            return out
+
+        sampler.negative = negative
+
+
+# --- KL to the exact distribution ---------------------------------------------------------------
+
+
+def _index(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.int64) << np.arange(bits.shape[1], dtype=np.int64)).sum(1)
+
+
+def exact_visible_distribution(model) -> np.ndarray:
+    """p(v) over the 2^V visible states (index: bit i = unit i)."""
+    V = model.num_visible
+    idx = np.arange(2**V)
+    v = torch.as_tensor((idx[:, None] >> np.arange(V)) & 1, dtype=torch.float64)
+    with torch.no_grad():
+        f = copy.deepcopy(model).double().free_energy(v)
+        logp = -f - torch.logsumexp(-f, 0)
+    return logp.exp().numpy()
+
+
+def kl_from_samples(visible: np.ndarray, p: np.ndarray) -> float:
+    """KL(q || p) of the empirical distribution q of ``visible`` rows."""
+    q = np.bincount(_index(np.asarray(visible).round().astype(np.int64)), minlength=p.size)
+    q = q / q.sum()
+    keep = q > 0
+    return float(np.sum(q[keep] * np.log(q[keep] / p[keep])))
+
+
+def kl_models(quick: bool, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    bas = torch.as_tensor(np.unique(load_dataset("bas", seed=seed).train, axis=0))
+    rbm = RestrictedBoltzmannMachine(9, 16, generator=torch.Generator().manual_seed(seed))
+    rbm.init_visible_bias(bas)
+    fit(rbm, bas, BoltzmannSampler("sa.cpu", num_reads=100, num_sweeps=5, num_threads=1,
+                                    seed=seed),
+        epochs=40 if quick else 200, batch_size=len(bas), lr=0.2, seed=seed)
+    bas12 = torch.as_tensor(np.unique(load_dataset("bas-3x4", seed=seed).train, axis=0))
+    bm = BoltzmannMachine(12, 0, generator=torch.Generator().manual_seed(seed))
+    bm.init_visible_bias(bas12)
+    fit(bm, bas12, ExactSampler(2000, seed=seed), epochs=50 if quick else 300,
+        batch_size=len(bas12), lr=0.1, seed=seed)
+    return {"RBM 9x16 (BAS 3x3)": rbm.float(), "BM 12 (BAS 3x4)": bm.float()}
+
+
+def kl_table(args) -> list[dict]:
+    models = kl_models(args.quick)
+    methods = ["sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
+    rows = []
+    for name, model in models.items():
+        p = exact_visible_distribution(model)
+        n = args.calls * args.reads
+        rng = np.random.default_rng(1)
+        floor = kl_from_samples(_index_to_bits(rng.choice(p.size, size=n, p=p), model.num_visible),
+                                p)
+        print(f"\n{name}: {n} samples per sampler; KL of {n} exact samples: {floor:.4f}",
+              file=sys.stderr)
+        for method in methods:
+            s = make_sampler(method, args.reads, seed=0, topk_runs=args.topk_runs)
+            clock = DeviceClock(s)
+            for _ in range(args.warm):
+                s.negative(model)
+            clock.device_s, clock.calls = 0.0, 0
+            t0 = time.perf_counter()
+            vis = [s.negative(model)[:, :model.num_visible].numpy() for _ in range(args.calls)]
+            wall = (time.perf_counter() - t0) / args.calls
+            kl = kl_from_samples(np.concatenate(vis), p)
+            row = {"model": name, "sampler": method, "kl": kl, "kl_exact_samples": floor,
+                   "samples": n, "device_s_per_call": clock.device_s / args.calls,
+                   "wall_s_per_call": wall, "knob": getattr(s, "knob", None)}
+            rows.append(row)
+            print(f"  {method:18s} KL {kl:7.4f}  device {row['device_s_per_call'] * 1e3:8.2f} ms"
+                  f"/call  wall {wall * 1e3:8.1f} ms/call", file=sys.stderr)
+    return rows
+
+
+def _index_to_bits(idx: np.ndarray, n: int) -> np.ndarray:
+    return (idx[:, None] >> np.arange(n)) & 1
+
+
+# --- AIS after training -----------------------------------------------------------------------
+
+
+def ais_row(method: str, args, ds) -> dict:
+    x = torch.as_tensor(ds.train)
+    rbm = RestrictedBoltzmannMachine(64, args.hidden, generator=torch.Generator().manual_seed(0))
+    rbm.init_visible_bias(x)
+    sampler = make_sampler(method, 50, seed=0, topk_runs=args.topk_runs)
+    clock = DeviceClock(sampler)
+    history = fit(rbm, x, sampler, epochs=args.epochs, batch_size=50, lr=0.1, momentum=0.5,
+                  weight_decay=1e-4, seed=0)
+    ll = log_likelihood(rbm, ds.test, method="ais", num_chains=args.ais_chains,
+                        num_betas=args.ais_betas, data=ds.train, seed=0)
+    row = {"model": f"RBM 64x{args.hidden}", "sampler": method, "epochs": args.epochs,
+           "test_log_likelihood": ll["log_likelihood"], "ais_stderr": ll["stderr"],
+           "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
+           "device_s_per_epoch": clock.device_s / args.epochs,
+           "last_sampler_report": history[-1]["sampler"]}
+    print(f"  {method:18s} AIS LL {row['test_log_likelihood']:8.3f} ± {3 * ll['stderr']:.3f}"
+          f"  {row['seconds_per_epoch']:7.2f} s/epoch  device {row['device_s_per_epoch']:7.3f}"
+          " s/epoch", file=sys.stderr)
+    return row
+
+
+def ais_table(args) -> list[dict]:
+    ds = load_dataset("digits", seed=0)
+    methods = args.methods or ["cd1", "pcd", "sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
+    print(f"\ndigits RBM 64x{args.hidden}, {args.epochs} epochs", file=sys.stderr)
+    return [ais_row(m, args, ds) for m in methods]
+
+
+def markdown(kl_rows: list[dict], ais_rows: list[dict]) -> str:
+    out = []
+    if kl_rows:
+        out += ["| model | sampler | KL(q ‖ p) nats | KL of as many exact samples | "
+                "device ms / call | wall ms / call |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['model']} | {r['sampler']} | {r['kl']:.4f} | {r['kl_exact_samples']:.4f} "
+                f"| {r['device_s_per_call'] * 1e3:.2f} | {r['wall_s_per_call'] * 1e3:.1f} |"
+                for r in kl_rows]
+        out.append("")
+    if ais_rows:
+        out += ["| model | sampler | AIS test LL (± 3σ) | s / epoch | device s / epoch |",
+                "|---|---|---|---|---|"]
+        out += [f"| {r['model']}, {r['epochs']} epochs | {r['sampler']} | "
+                f"{r['test_log_likelihood']:.2f} ± {3 * r['ais_stderr']:.2f} | "
+                f"{r['seconds_per_epoch']:.2f} | {r['device_s_per_epoch']:.3f} |"
+                for r in ais_rows]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke-level: shorter training of the KL models, 3 epochs, fewer calls "
+                        "and AIS temperatures")
+    p.add_argument("--part", choices=("kl", "ais", "all"), default="all")
+    p.add_argument("--hidden", type=int, default=64, help="hidden units of the digits RBM")
+    p.add_argument("--epochs", type=int, default=None, help="digits epochs (default 20)")
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="rows of the AIS table (default: all); e.g. cd1 'cim hybrid-5'")
+    p.add_argument("--topk-runs", type=int, default=2000, help="runs per Top-K job")
+    p.add_argument("--reads", type=int, default=100, help="KL part: samples per call")
+    p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 20)")
+    p.add_argument("--warm", type=int, default=None, help="KL part: calls to settle (default 20)")
+    p.add_argument("--ais-chains", type=int, default=None)
+    p.add_argument("--ais-betas", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.epochs = args.epochs or (3 if q else 20)
+    args.calls = args.calls or (5 if q else 20)
+    args.warm = args.warm if args.warm is not None else (5 if q else 20)
+    args.ais_chains = args.ais_chains or (50 if q else 200)
+    args.ais_betas = args.ais_betas or (500 if q else 3000)
     torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)  # 128 x 128 products: threads only add hand-offs
+        threadpool_limits(1)
     except ImportError:
         pass
-    return load_dataset("digits", seed=SEED)
+    kl_rows = kl_table(args) if args.part in ("kl", "all") else []
+    ais_rows = ais_table(args) if args.part in ("ais", "all") else []
+    print(markdown(kl_rows, ais_rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"kl": kl_rows, "ais": ais_rows}, f, indent=2, default=str)
+    return 0
 
 
-def _train(method: str, ds) -> dict:
-    x = torch.as_tensor(ds.train)
-    rbm = RestrictedBoltzmannMachine(64, 64, generator=torch.Generator().manual_seed(SEED))
-    rbm.init_visible_bias(x)
-    sampler = _sampler(method)
-    history = fit(rbm, x, sampler, epochs=EPOCHS, batch_size=BATCH, lr=LR, momentum=0.5,
-                  weight_decay=1e-4, seed=SEED)
-    ll = log_likelihood(rbm, ds.test, method="ais", num_chains=AIS_CHAINS, num_betas=AIS_BETAS,
-                        data=ds.train, seed=SEED)
-    return {"method": method, "sampler": repr(sampler),
-            "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
-            "test_log_likelihood": ll["log_likelihood"], "ais_stderr": ll["stderr"],
-            "last_sampler_report": history[-1]["sampler"]}
-
-
-@pytest.fixture(scope="module")
-def cd1_reference(digits):
-    if "cd1" not in _RESULTS:
-        _RESULTS["cd1"] = _train("cd1", digits)
-    return _RESULTS["cd1"]
-
-
-@pytest.mark.parametrize("method", ["cd1", "pcd", "sa.cpu", "sa.cpu x5", "cim.emulator"])
-def test_rbm_64x64_digits_loglik_and_time_per_epoch_vs_cd1(benchmark, method, digits,
-                                                           cd1_reference):
-    if "." in method and not _available(method.split()[0]):
-        pytest.skip(f"{method} is not registered or not available on this machine")
-    res = benchmark.pedantic(_train, args=(method, digits), rounds=1, iterations=1)
-    _RESULTS[method] = res
-    ratio = res["seconds_per_epoch"] / cd1_reference["seconds_per_epoch"]
-    res["time_per_epoch_vs_cd1"] = ratio
-    benchmark.extra_info.update({k: v for k, v in res.items() if k != "last_sampler_report"})
-    benchmark.extra_info["epochs"] = EPOCHS
-    print(f"\n{method:>13}: AIS test LL {res['test_log_likelihood']:8.3f} "
-          f"± {3 * res['ais_stderr']:.3f} after {EPOCHS} epochs; "
-          f"{res['seconds_per_epoch'] * 1e3:7.1f} ms/epoch = {ratio:4.2f} x CD-1"
-          + ("  (goal <= 2x)" if "." in method else ""))
-
-
-@pytest.mark.parametrize("method", ["pcd", "sa.cpu", "sa.cpu x5", "cim.emulator"])
-def test_time_per_epoch_vs_cd1_interleaved(benchmark, method, digits):
-    """The same ratio, measured with epochs of CD-1 and of ``method`` alternating (``ROUNDS``
-    each, on two models trained side by side), so that load from other processes hits both
-    alike; the median ratio is reported."""
-    if "." in method and not _available(method.split()[0]):
-        pytest.skip(f"{method} is not registered or not available on this machine")
-    x = torch.as_tensor(digits.train)
-    models, samplers = {}, {}
-    for m in ("cd1", method):
-        gen = torch.Generator().manual_seed(SEED)
-        models[m] = RestrictedBoltzmannMachine(64, 64, generator=gen)
-        models[m].init_visible_bias(x)
-        samplers[m] = _sampler(m)
-        fit(models[m], x, samplers[m], epochs=1, batch_size=BATCH, lr=LR, seed=SEED)  # warm-up
-    times: dict[str, list[float]] = {"cd1": [], method: []}
-
-    def rounds():
-        for r in range(ROUNDS):
-            for m in ("cd1", method):
-                h = fit(models[m], x, samplers[m], epochs=1, batch_size=BATCH, lr=LR, seed=r)
-                times[m].append(h[0]["seconds"])
-
-    benchmark.pedantic(rounds, rounds=1, iterations=1)
-    ratio = statistics.median(a / b for a, b in zip(times[method], times["cd1"], strict=True))
-    benchmark.extra_info.update({"method": method, "rounds": ROUNDS,
-                                 "median_seconds_per_epoch": statistics.median(times[method]),
-                                 "median_cd1_seconds_per_epoch": statistics.median(times["cd1"]),
-                                 "time_per_epoch_vs_cd1": ratio})
-    print(f"\n{method:>13}: {statistics.median(times[method]) * 1e3:7.1f} ms/epoch vs CD-1 "
-          f"{statistics.median(times['cd1']) * 1e3:6.1f} ms/epoch, interleaved: {ratio:4.2f} x CD-1"
-          + ("  (goal <= 2x)" if "." in method else ""))
+if __name__ == "__main__":
+    sys.exit(main())

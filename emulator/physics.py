@@ -288,6 +288,7 @@ class _MapConstants:
     K_ramp: int
     integer_acc: bool
     e_cap: float
+    self_feedback: float = 0.0
 
 
 _PARALLEL_MIN_ELEMENTS = 1 << 15  # below this many state elements one thread does all runs
@@ -437,6 +438,15 @@ def _simulate(
     t_start,
     cancel_check=None,
 ):
+    params, runs = _checked_arguments(params, runs, record_every, best_every)
+    sim = _Simulation(J, h, params, runs=runs, seed=seed, xp=get_xp(xp), engine=engine, x0=x0,
+                      record_runs=record_runs, record_every=record_every,
+                      track_best=track_best, best_every=best_every, cancel_check=cancel_check)
+    bounds, results = sim.run_batches()
+    return sim.readout(bounds, results, return_amplitudes=return_amplitudes, t_start=t_start)
+
+
+def _checked_arguments(params, runs, record_every, best_every):
     if params is None:
         params = CIMParameters()
     if not isinstance(params, CIMParameters):
@@ -447,22 +457,13 @@ def _simulate(
         raise ParameterError("record_every", record_every, "an integer >= 1")
     if not isinstance(best_every, (int, np.integer)) or best_every < 1:
         raise ParameterError("best_every", best_every, "an integer >= 1")
-    runs = int(runs)
-    xp = get_xp(xp)
-    prob = prepare_problem(J, h, params)
-    R, Nt = runs, prob.n_total
-    eng = _resolve_engine(engine, xp, params, R, Nt, prob.gemm_dtype)
-    dt = np.float32 if params.dtype == "float32" else np.float64
-    K = params.round_trips
-    L = params.latency
+    return params, int(runs)
 
-    # ---- constants of the map
-    dtau = params.dtau
-    sqrt_t = math.exp(-dtau)
-    g = math.sqrt(params.g2)
+
+def _map_constants(params: CIMParameters, prob: PreparedProblem) -> _MapConstants:
+    """The constants of the round-trip map for ``params`` on ``prob`` (steps 2-6)."""
     # vacuum noise of the loss (step 3) plus any additive excess noise
     vac_std = math.sqrt((1.0 - params.transmission) * params.g2 / 4.0 + params.sigma_add**2)
-    meas_std = params.measurement_noise_std
     if params.adc_bits is not None:
         adc_lsb = 2.0 * params.adc_full_scale / 2**params.adc_bits
         adc_lo, adc_hi = -(2 ** (params.adc_bits - 1)), 2 ** (params.adc_bits - 1) - 1
@@ -473,395 +474,374 @@ def _simulate(
         dac_lo, dac_hi = -(2 ** (params.dac_bits - 1)), 2 ** (params.dac_bits - 1) - 1
     else:
         dac_lsb, dac_lo, dac_hi = 1.0, 0.0, 0.0
-    gain_scale = prob.coupling_scale * adc_lsb
     xi = prob.xi
-    self_fb = prob.self_feedback if xi > 0 else 0.0
-    mode = {"none": 0, "ahc": 1, "cac": 1, "cfc": 2}[params.feedback]
-    coupled = xi > 0 and params.xi0 > 0
-    K_ramp = params.ramp_round_trips
-
-    # ---- shared set-up
-    rec_idx = _record_indices(record_runs, R)
-    base = seed_to_int(seed)
-    integer_acc = (
-        params.coef_bits is not None
-        and params.adc_bits is not None
-        and prob.gemm_dtype == "float32"
-    )
-    if eng == "numba" and coupled and prob.gemm_dtype != "float32":
-        raise ParameterError(
-            "adc_bits",
-            params.adc_bits,
-            "a range whose accumulation plan fits float32 chunks "
-            "for engine='numba' (use engine='xp')",
-        )
-    int_gemm = coupled and _use_int_gemm(eng, prob, params, integer_acc)
-    m16 = _int16_couplings(prob) if int_gemm else None
-    x0a = None
-    if x0 is not None:
-        x0a = np.asarray(x0, dtype=dt)
-        if x0a.shape not in ((Nt,), (R, Nt)):
-            raise ParameterError(
-                "x0", x0a.shape, f"shape ({Nt},) or ({R}, {Nt}) (N_total incl. ancilla)"
-            )
-        x0a = np.broadcast_to(x0a, (R, Nt))
-    need_energy = track_best or params.feedback == "cac"
-    if need_energy:
-        M_en = prob.M.astype(dt) if prob.sparse else xp.asarray(prob.M, dtype=dt)
-        if prob.sparse and is_cupy(xp):  # pragma: no cover
-            import cupyx.scipy.sparse as csp
-
-            M_en = csp.csr_matrix(M_en)
-
-        def energies_of(S):
-            SM = (M_en @ S.T).T if prob.sparse else S @ M_en
-            return -0.5 * xp.sum(S * SM, axis=1)
-
-    consts = _MapConstants(
-        dtau=dtau,
-        sqrt_t=sqrt_t,
-        g=g,
+    return _MapConstants(
+        dtau=params.dtau,
+        sqrt_t=math.exp(-params.dtau),
+        g=math.sqrt(params.g2),
         vac_std=vac_std,
-        meas_std=meas_std,
+        meas_std=params.measurement_noise_std,
         adc_lsb=adc_lsb,
         adc_lo=adc_lo,
         adc_hi=adc_hi,
         dac_lsb=dac_lsb,
         dac_lo=dac_lo,
         dac_hi=dac_hi,
-        gain_scale=gain_scale,
+        gain_scale=prob.coupling_scale * adc_lsb,
         xi=xi,
-        mode=mode,
-        coupled=coupled,
-        K_ramp=K_ramp,
-        integer_acc=integer_acc,
+        mode={"none": 0, "ahc": 1, "cac": 1, "cfc": 2}[params.feedback],
+        coupled=xi > 0 and params.xi0 > 0,
+        K_ramp=params.ramp_round_trips,
+        integer_acc=(
+            params.coef_bits is not None
+            and params.adc_bits is not None
+            and prob.gemm_dtype == "float32"
+        ),
         e_cap=prob.e_cap,
+        self_feedback=prob.self_feedback if xi > 0 else 0.0,
     )
 
-    def run_batch(r0, r1, rng):
-        """Runs r0..r1-1 (the counter-based noise of the CPU engine uses global run indices,
-        so the split into batches does not change the result)."""
-        Rb = r1 - r0
-        x = xp.empty((Rb, Nt), dtype=dt)
-        y = xp.zeros((Rb, Nt), dtype=dt)
-        if eng == "numba":
-            from . import _fast
 
-            if x0a is None:
-                _fast.init_state(
-                    x,
-                    y,
-                    _fast.step_keys(base, -1),
-                    np.float32(g / 2.0),
-                    np.float32(params.init_amplitude or 0.0),
-                    params.init_amplitude is not None,
-                    r0,
+class _Simulation:
+    """What every batch of runs shares: the prepared problem, the engine, the map's constants,
+    the FPGA's integer couplings, the initial state and what is recorded."""
+
+    def __init__(self, J, h, params, *, runs, seed, xp, engine, x0, record_runs, record_every,
+                 track_best, best_every, cancel_check):
+        self.params, self.xp = params, xp
+        self.prob = prob = prepare_problem(J, h, params)
+        self.R, self.Nt = runs, prob.n_total
+        self.eng = _resolve_engine(engine, xp, params, runs, self.Nt, prob.gemm_dtype)
+        self.dt = np.float32 if params.dtype == "float32" else np.float64
+        self.c = c = _map_constants(params, prob)
+        self.record_every, self.best_every = record_every, best_every
+        self.track_best, self.cancel_check = track_best, cancel_check
+        self.rec_idx = _record_indices(record_runs, runs)
+        self.base = seed_to_int(seed)
+        if self.eng == "numba" and c.coupled and prob.gemm_dtype != "float32":
+            raise ParameterError(
+                "adc_bits",
+                params.adc_bits,
+                "a range whose accumulation plan fits float32 chunks "
+                "for engine='numba' (use engine='xp')",
+            )
+        self.int_gemm = c.coupled and _use_int_gemm(self.eng, prob, params, c.integer_acc)
+        self.m16 = _int16_couplings(prob) if self.int_gemm else None
+        self.x0 = None
+        if x0 is not None:
+            x0a = np.asarray(x0, dtype=self.dt)
+            if x0a.shape not in ((self.Nt,), (runs, self.Nt)):
+                raise ParameterError(
+                    "x0", x0a.shape,
+                    f"shape ({self.Nt},) or ({runs}, {self.Nt}) (N_total incl. ancilla)"
                 )
-        else:
-            _fast = None
-            if x0a is None:
-                if params.init_amplitude is not None:
-                    x[...] = rng.uniform(
-                        -params.init_amplitude, params.init_amplitude, (Rb, Nt), dt
-                    )
-                else:
-                    x[...] = (g / 2.0) * rng.normal((Rb, Nt), dt)
-                    y[...] = (g / 2.0) * rng.normal((Rb, Nt), dt)
-        if x0a is not None:
-            x[...] = xp.asarray(np.ascontiguousarray(x0a[r0:r1]))
-        if int_gemm:
-            codes = np.zeros((L + 1, Rb, _padded_width(Nt)), dtype=np.int16)
-            gemm = _IntGemm(prob, Rb, m16) if coupled else None
-        else:
-            codes = xp.zeros((L + 1, Rb, Nt), dtype=dt)
-            gemm = _Gemm(prob, xp, Rb) if coupled else None
-        e = xp.ones((Rb, Nt), dtype=dt) if (mode or eng == "numba") else xp.ones((1, 1), dtype=dt)
-        a_row = xp.zeros(Rb, dtype=dt)
-        beta_row = xp.zeros(Rb, dtype=dt)
-        if params.feedback == "ahc":
-            a_row[...] = params.ahc_target
-            beta_row[...] = params.ahc_beta
-        elif params.feedback == "cfc":
-            a_row[...] = params.cfc_alpha
-            beta_row[...] = params.cfc_beta
-        elif params.feedback == "cac":
-            a_row[...] = params.cac_alpha
-            beta_row[...] = params.cac_beta0
-        best_E = best_S = None
-        if need_energy:
-            best_E = xp.full(Rb, xp.inf, dtype=xp.float64)
-            best_S = xp.ones((Rb, Nt), dtype=xp.int8) if track_best else None
-            if params.feedback == "cac":
-                cac_best = xp.full(Rb, xp.inf, dtype=xp.float64)
-                cac_last = xp.zeros(Rb, dtype=xp.int64)
-        loc_rec = None
-        traj = []
-        if rec_idx is not None:
-            sel = (rec_idx >= r0) & (rec_idx < r1)
-            if np.any(sel):
-                loc_rec = xp.asarray(rec_idx[sel] - r0)
-                traj.append(x[loc_rec].copy())
+            self.x0 = np.broadcast_to(x0a, (runs, self.Nt))
+        self.need_energy = track_best or params.feedback == "cac"
+        if self.need_energy:
+            M_en = prob.M.astype(self.dt) if prob.sparse else xp.asarray(prob.M, dtype=self.dt)
+            if prob.sparse and is_cupy(xp):  # pragma: no cover
+                import cupyx.scipy.sparse as csp
 
-        for k in range(K):
-            if cancel_check is not None and cancel_check():
-                raise InterruptedError("CIM simulation cancelled")
-            # 1. pump schedule; 2-4 gain, loss, homodyne; ADC
-            ramp = 1.0 if K_ramp <= 0 else min(1.0, k / K_ramp)
-            p_k = params.p0 + (params.p1 - params.p0) * ramp if K_ramp > 0 else params.p1
-            xi_k = xi * (params.xi_start_fraction + (1.0 - params.xi_start_fraction) * ramp)
-            # the self-feedback's extra gain xi_k*delta (plain mode only) is taken off the pump
-            # at the start of the ramp and not at its end: the ramp starts below the coupled
-            # threshold for every problem, and the final amplitudes keep the extra gain, as a
-            # higher pump would (coupling.feedback_gain)
-            if self_fb:
-                p_k = p_k - (1.0 - ramp) * xi_k * self_fb
-            slot = k % (L + 1)
-            if eng == "numba":
-                keys_k = _fast.step_keys(base, k, 8)  # noise streams of this round trip
-                _numba_gain_loss_measure(_fast, x, y, codes[slot], p_k, params, consts, keys_k, r0)
-            else:
-                _xp_gain_loss_measure(
-                    xp,
-                    rng,
-                    x,
-                    y,
-                    codes[slot],
-                    p_k,
-                    params,
-                    dt,
-                    dtau,
-                    sqrt_t,
-                    vac_std,
-                    meas_std,
-                    adc_lsb,
-                    adc_lo,
-                    adc_hi,
-                )
-            # 5-6. FPGA and injection from the measurement L round trips ago
-            if coupled and k >= L:
-                dslot = (k - L) % (L + 1)
-                acc = gemm(codes[dslot])
-                if eng == "numba":
-                    _numba_inject(
-                        _fast,
-                        x,
-                        acc,
-                        codes[dslot],
-                        e,
-                        xi_k,
-                        params,
-                        consts,
-                        a_row,
-                        beta_row,
-                        keys_k,
-                        r0,
-                    )
-                else:
-                    _xp_inject(
-                        xp,
-                        rng,
-                        x,
-                        acc,
-                        codes[dslot],
-                        e,
-                        mode,
-                        gain_scale,
-                        xi_k,
-                        params,
-                        dt,
-                        dtau,
-                        dac_lsb,
-                        dac_lo,
-                        dac_hi,
-                        adc_lsb,
-                        a_row,
-                        beta_row,
-                        prob.e_cap,
-                    )
-            # CAC bookkeeping (per run), best-energy tracking
-            last = k == K - 1
-            if need_energy and (params.feedback == "cac" or last or (k + 1) % best_every == 0):
-                S = _sign(xp, x, dt)
-                E = energies_of(S).astype(xp.float64)
-                if track_best:
-                    better = E < best_E
-                    best_S[better] = S[better].astype(xp.int8)
-                    best_E[...] = xp.where(better, E, best_E)
-                if params.feedback == "cac":
-                    improved = E < cac_best
-                    cac_best[...] = xp.where(improved, E, cac_best)
-                    cac_last[...] = xp.where(improved, k, cac_last)
-                    stale = (k - cac_last) >= params.cac_tau
-                    beta_row[...] = xp.where(
-                        stale, params.cac_beta0, beta_row + params.cac_gamma * dtau
-                    ).astype(dt)
-                    cac_last[...] = xp.where(stale, k, cac_last)
-                    dH = (E - cac_best) / max(prob.spectral_radius, 1e-300)
-                    a_row[...] = (
-                        params.cac_alpha + params.cac_rho * xp.tanh(params.cac_delta * dH)
-                    ).astype(dt)
-            if loc_rec is not None and ((k + 1) % record_every == 0 or last):
-                traj.append(x[loc_rec].copy())
-        return x, y, best_S, traj
+                M_en = csp.csr_matrix(M_en)
+            self.M_en = M_en
 
-    # ---- run: the CPU engine splits the runs over threads (the kernels release the GIL and
-    # each thread does its own single-threaded BLAS products: no barrier per round trip)
-    n_workers = 1
-    if eng == "numba" and R >= 2 and R * Nt >= _PARALLEL_MIN_ELEMENTS:
-        n_workers = min(_cpu_count(), R)
-    if n_workers == 1:
-        results = [run_batch(0, R, None if eng == "numba" else make_rng(xp, base))]
-        bounds = [(0, R)]
-    else:
+    def energies_of(self, S):
+        SM = (self.M_en @ S.T).T if self.prob.sparse else S @ self.M_en
+        return -0.5 * self.xp.sum(S * SM, axis=1)
+
+    def run_batches(self):
+        """All runs: the CPU engine splits them over threads (the kernels release the GIL and
+        each thread does its own single-threaded BLAS products: no barrier per round trip)."""
+        R, eng = self.R, self.eng
+        n_workers = 1
+        if eng == "numba" and R >= 2 and R * self.Nt >= _PARALLEL_MIN_ELEMENTS:
+            n_workers = min(_cpu_count(), R)
+        if n_workers == 1:
+            rng = None if eng == "numba" else make_rng(self.xp, self.base)
+            return [(0, R)], [_Batch(self, 0, R, rng).run()]
         from concurrent.futures import ThreadPoolExecutor
 
         edges = np.linspace(0, R, n_workers + 1).astype(int)
         bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(n_workers)]
         with blas_threads(1), ThreadPoolExecutor(max_workers=n_workers) as pool:
-            futs = [pool.submit(run_batch, a0, b0, None) for a0, b0 in bounds]
-            results = [f.result() for f in futs]
-    if len(results) == 1:
-        x, y, best_S, _ = results[0]
-    else:
-        x = np.concatenate([r_[0] for r_ in results])
-        y = np.concatenate([r_[1] for r_ in results])
-        best_S = np.concatenate([r_[2] for r_ in results]) if track_best else None
-    traj = []
-    traj_k = [0] + [k + 1 for k in range(K) if (k + 1) % record_every == 0 or k == K - 1]
-    if rec_idx is not None:
-        full = np.empty((len(traj_k), rec_idx.size, Nt), dtype=dt)
-        for (a0, b0), res_ in zip(bounds, results):
-            sel = np.nonzero((rec_idx >= a0) & (rec_idx < b0))[0]
-            if sel.size:
-                full[:, sel, :] = np.stack([to_numpy(t_) for t_ in res_[3]])
-        traj = full
+            futs = [pool.submit(lambda a, b: _Batch(self, a, b, None).run(), a0, b0)
+                    for a0, b0 in bounds]
+            return bounds, [f.result() for f in futs]
 
-    # ---- readout (step 7) and the ancilla gauge fix
-    S = to_numpy(_sign(xp, x, np.int8)).astype(np.int8)
-    n = prob.n
-    amps = to_numpy(x) if return_amplitudes else None
-    yq = to_numpy(y)[:, : prob.n] if (return_amplitudes and params.track_quadrature) else None
-    if prob.has_field:
-        anc = S[:, -1:].copy()
-        S = (S[:, :n] * anc).astype(np.int8)
-        if amps is not None:
-            amps = amps[:, :n] * anc
-        if track_best:
-            bS = to_numpy(best_S)
-            best_spins = (bS[:, :n] * bS[:, -1:]).astype(np.int8)
-    else:
-        if track_best:
-            best_spins = to_numpy(best_S).astype(np.int8)
-    energies = ising_energy(prob.J, prob.h, S)
-    best_energies = None
-    if track_best:
-        best_energies = ising_energy(prob.J, prob.h, best_spins)
-        # the float32 ranking along the trajectory can differ from the exact one by rounding;
-        # the final spins are always a candidate.
-        use_final = energies < best_energies
-        best_spins[use_final] = S[use_final]
-        best_energies = np.where(use_final, energies, best_energies)
-    else:
+    def readout(self, bounds, results, *, return_amplitudes, t_start) -> CIMResult:
+        """Step 7: the signs of the final amplitudes (and the best spins seen), the ancilla
+        gauge fix, the energies, the recorded trajectories and the run's info."""
+        params, prob, xp, track_best = self.params, self.prob, self.xp, self.track_best
+        if len(results) == 1:
+            x, y, best_S, _ = results[0]
+        else:
+            x = np.concatenate([r_[0] for r_ in results])
+            y = np.concatenate([r_[1] for r_ in results])
+            best_S = np.concatenate([r_[2] for r_ in results]) if track_best else None
+        K = params.round_trips
+        traj_k = [0] + [k + 1 for k in range(K) if (k + 1) % self.record_every == 0 or k == K - 1]
+        S = to_numpy(_sign(xp, x, np.int8)).astype(np.int8)
+        n = prob.n
+        amps = to_numpy(x) if return_amplitudes else None
+        yq = to_numpy(y)[:, :n] if (return_amplitudes and params.track_quadrature) else None
         best_spins = None
-    p_map, p_cont = coupled_threshold(params, prob.lambda_max, xi) if xi > 0 else (1.0, 1.0)
-    info = {
-        "engine": eng,
-        "array_module": xp.__name__,
-        "n_spins": n,
-        "n_pulses": Nt,
-        "runs": R,
-        "round_trips": K,
-        "xi": xi,
-        "spectral_radius": prob.spectral_radius,
-        "lambda_min": prob.lambda_min,
-        "lambda_max": prob.lambda_max,
-        "coupling_scale": prob.coupling_scale,
-        "coupling_quantization_error": prob.quant_error,
-        "accumulation": {"dtype": prob.gemm_dtype, "chunks": list(prob.chunks)},
-        "fpga_product": "int16x16->int32" if int_gemm else f"{prob.gemm_dtype} chunks",
-        "p_threshold_map": p_map,
-        "p_threshold_continuum": p_cont,
-        "self_feedback": prob.self_feedback,
-        "error_cap": prob.e_cap,
-        "stability_margin": params.dtau * xi * abs(prob.lambda_min + prob.self_feedback),
-        "wall_time_s": time.perf_counter() - t_start,
-    }
-    res = CIMResult(
-        spins=S,
-        energies=energies,
-        params=params,
-        best_spins=best_spins,
-        best_energies=best_energies,
-        final_amplitudes=amps,
-        final_quadratures=yq,
-        info=info,
-    )
-    if rec_idx is not None:
-        res.trajectories = traj
-        res.trajectory_runs = rec_idx
-        res.trajectory_round_trips = np.asarray(traj_k)
-    return res
+        if prob.has_field:
+            anc = S[:, -1:].copy()
+            S = (S[:, :n] * anc).astype(np.int8)
+            if amps is not None:
+                amps = amps[:, :n] * anc
+            if track_best:
+                bS = to_numpy(best_S)
+                best_spins = (bS[:, :n] * bS[:, -1:]).astype(np.int8)
+        elif track_best:
+            best_spins = to_numpy(best_S).astype(np.int8)
+        energies = ising_energy(prob.J, prob.h, S)
+        best_energies = None
+        if track_best:
+            best_energies = ising_energy(prob.J, prob.h, best_spins)
+            # the float32 ranking along the trajectory can differ from the exact one by
+            # rounding; the final spins are always a candidate.
+            use_final = energies < best_energies
+            best_spins[use_final] = S[use_final]
+            best_energies = np.where(use_final, energies, best_energies)
+        res = CIMResult(
+            spins=S,
+            energies=energies,
+            params=params,
+            best_spins=best_spins,
+            best_energies=best_energies,
+            final_amplitudes=amps,
+            final_quadratures=yq,
+            info=self._info(t_start),
+        )
+        if self.rec_idx is not None:
+            full = np.empty((len(traj_k), self.rec_idx.size, self.Nt), dtype=self.dt)
+            for (a0, b0), res_ in zip(bounds, results):
+                sel = np.nonzero((self.rec_idx >= a0) & (self.rec_idx < b0))[0]
+                if sel.size:
+                    full[:, sel, :] = np.stack([to_numpy(t_) for t_ in res_[3]])
+            res.trajectories = full
+            res.trajectory_runs = self.rec_idx
+            res.trajectory_round_trips = np.asarray(traj_k)
+        return res
+
+    def _info(self, t_start) -> dict:
+        params, prob, xi = self.params, self.prob, self.c.xi
+        p_map, p_cont = coupled_threshold(params, prob.lambda_max, xi) if xi > 0 else (1.0, 1.0)
+        return {
+            "engine": self.eng,
+            "array_module": self.xp.__name__,
+            "n_spins": prob.n,
+            "n_pulses": self.Nt,
+            "runs": self.R,
+            "round_trips": params.round_trips,
+            "xi": xi,
+            "spectral_radius": prob.spectral_radius,
+            "lambda_min": prob.lambda_min,
+            "lambda_max": prob.lambda_max,
+            "coupling_scale": prob.coupling_scale,
+            "coupling_quantization_error": prob.quant_error,
+            "accumulation": {"dtype": prob.gemm_dtype, "chunks": list(prob.chunks)},
+            "fpga_product": "int16x16->int32" if self.int_gemm else f"{prob.gemm_dtype} chunks",
+            "p_threshold_map": p_map,
+            "p_threshold_continuum": p_cont,
+            "self_feedback": prob.self_feedback,
+            "error_cap": prob.e_cap,
+            "stability_margin": params.dtau * xi * abs(prob.lambda_min + prob.self_feedback),
+            "wall_time_s": time.perf_counter() - t_start,
+        }
 
 
-def _xp_gain_loss_measure(
-    xp,
-    rng,
-    x,
-    y,
-    code_out,
-    p_k,
-    params,
-    dt,
-    dtau,
-    sqrt_t,
-    vac_std,
-    meas_std,
-    adc_lsb,
-    adc_lo,
-    adc_hi,
-):
+class _Batch:
+    """Runs r0..r1-1 of a simulation: their pulses, the ADC codes of the last L+1 round trips
+    (the FPGA's delay line), the error variables, and the round-trip loop. The counter-based
+    noise of the CPU engine uses global run indices, so the split into batches does not change
+    the result."""
+
+    def __init__(self, sim: _Simulation, r0: int, r1: int, rng):
+        self.sim, self.r0, self.rng = sim, r0, rng
+        xp, dt, params, c, Nt = sim.xp, sim.dt, sim.params, sim.c, sim.Nt
+        L = params.latency
+        Rb = r1 - r0
+        self.x = x = xp.empty((Rb, Nt), dtype=dt)
+        self.y = y = xp.zeros((Rb, Nt), dtype=dt)
+        self.F = None
+        if sim.eng == "numba":
+            from . import _fast
+
+            self.F = _fast
+            if sim.x0 is None:
+                _fast.init_state(
+                    x,
+                    y,
+                    _fast.step_keys(sim.base, -1),
+                    np.float32(c.g / 2.0),
+                    np.float32(params.init_amplitude or 0.0),
+                    params.init_amplitude is not None,
+                    r0,
+                )
+        elif sim.x0 is None:
+            if params.init_amplitude is not None:
+                x[...] = rng.uniform(-params.init_amplitude, params.init_amplitude, (Rb, Nt), dt)
+            else:
+                x[...] = (c.g / 2.0) * rng.normal((Rb, Nt), dt)
+                y[...] = (c.g / 2.0) * rng.normal((Rb, Nt), dt)
+        if sim.x0 is not None:
+            x[...] = xp.asarray(np.ascontiguousarray(sim.x0[r0:r1]))
+        if sim.int_gemm:
+            self.codes = np.zeros((L + 1, Rb, _padded_width(Nt)), dtype=np.int16)
+            self.gemm = _IntGemm(sim.prob, Rb, sim.m16) if c.coupled else None
+        else:
+            self.codes = xp.zeros((L + 1, Rb, Nt), dtype=dt)
+            self.gemm = _Gemm(sim.prob, xp, Rb) if c.coupled else None
+        full_e = c.mode or sim.eng == "numba"
+        self.e = xp.ones((Rb, Nt), dtype=dt) if full_e else xp.ones((1, 1), dtype=dt)
+        self.a_row = xp.zeros(Rb, dtype=dt)
+        self.beta_row = xp.zeros(Rb, dtype=dt)
+        if params.feedback == "ahc":
+            self.a_row[...], self.beta_row[...] = params.ahc_target, params.ahc_beta
+        elif params.feedback == "cfc":
+            self.a_row[...], self.beta_row[...] = params.cfc_alpha, params.cfc_beta
+        elif params.feedback == "cac":
+            self.a_row[...], self.beta_row[...] = params.cac_alpha, params.cac_beta0
+        self.best_E = self.best_S = None
+        if sim.need_energy:
+            self.best_E = xp.full(Rb, xp.inf, dtype=xp.float64)
+            self.best_S = xp.ones((Rb, Nt), dtype=xp.int8) if sim.track_best else None
+            if params.feedback == "cac":
+                self.cac_best = xp.full(Rb, xp.inf, dtype=xp.float64)
+                self.cac_last = xp.zeros(Rb, dtype=xp.int64)
+        self.loc_rec = None
+        self.traj = []
+        if sim.rec_idx is not None:
+            sel = (sim.rec_idx >= r0) & (sim.rec_idx < r1)
+            if np.any(sel):
+                self.loc_rec = xp.asarray(sim.rec_idx[sel] - r0)
+                self.traj.append(x[self.loc_rec].copy())
+
+    def run(self):
+        sim = self.sim
+        params = sim.params
+        K, L = params.round_trips, params.latency
+        for k in range(K):
+            if sim.cancel_check is not None and sim.cancel_check():
+                raise InterruptedError("CIM simulation cancelled")
+            p_k, xi_k = self._pump_and_gain(k)
+            keys_k = self.F.step_keys(sim.base, k, 8) if self.F is not None else None
+            self._measure(self.codes[k % (L + 1)], p_k, keys_k)  # steps 1-4 and the ADC
+            if sim.c.coupled and k >= L:  # 5-6: FPGA and injection, measured L round trips ago
+                self._inject(self.codes[(k - L) % (L + 1)], xi_k, keys_k)
+            last = k == K - 1
+            if sim.need_energy and (params.feedback == "cac" or last
+                                    or (k + 1) % sim.best_every == 0):
+                self._track_energy(k)
+            if self.loc_rec is not None and ((k + 1) % sim.record_every == 0 or last):
+                self.traj.append(self.x[self.loc_rec].copy())
+        return self.x, self.y, self.best_S, self.traj
+
+    def _pump_and_gain(self, k):
+        """Step 1: the pump and the feedback gain of round trip k along the ramp."""
+        params, c = self.sim.params, self.sim.c
+        K_ramp = c.K_ramp
+        ramp = 1.0 if K_ramp <= 0 else min(1.0, k / K_ramp)
+        p_k = params.p0 + (params.p1 - params.p0) * ramp if K_ramp > 0 else params.p1
+        xi_k = c.xi * (params.xi_start_fraction + (1.0 - params.xi_start_fraction) * ramp)
+        # the self-feedback's extra gain xi_k*delta (plain mode only) is taken off the pump
+        # at the start of the ramp and not at its end: the ramp starts below the coupled
+        # threshold for every problem, and the final amplitudes keep the extra gain, as a
+        # higher pump would (coupling.feedback_gain)
+        if c.self_feedback:
+            p_k = p_k - (1.0 - ramp) * xi_k * c.self_feedback
+        return p_k, xi_k
+
+    def _measure(self, code_out, p_k, keys_k):
+        """Steps 2-4: gain, loss, homodyne measurement, ADC codes into ``code_out``."""
+        sim = self.sim
+        if self.F is not None:
+            _numba_gain_loss_measure(self.F, self.x, self.y, code_out, p_k, sim.params, sim.c,
+                                     keys_k, self.r0)
+        else:
+            _xp_gain_loss_measure(sim.xp, self.rng, self.x, self.y, code_out, p_k, sim.params,
+                                  sim.dt, sim.c)
+
+    def _inject(self, code_del, xi_k, keys_k):
+        """Steps 5-6: the FPGA's product of the delayed codes, DAC, injection, error variables."""
+        sim = self.sim
+        acc = self.gemm(code_del)
+        if self.F is not None:
+            _numba_inject(self.F, self.x, acc, code_del, self.e, xi_k, sim.params, sim.c,
+                          self.a_row, self.beta_row, keys_k, self.r0)
+        else:
+            _xp_inject(sim.xp, self.rng, self.x, acc, code_del, self.e, xi_k, sim.params,
+                       sim.dt, sim.c, self.a_row, self.beta_row)
+
+    def _track_energy(self, k):
+        """The best spins seen so far, and CAC's per-run bookkeeping of the energy."""
+        sim, xp, dt, params = self.sim, self.sim.xp, self.sim.dt, self.sim.params
+        S = _sign(xp, self.x, dt)
+        E = sim.energies_of(S).astype(xp.float64)
+        if sim.track_best:
+            better = E < self.best_E
+            self.best_S[better] = S[better].astype(xp.int8)
+            self.best_E[...] = xp.where(better, E, self.best_E)
+        if params.feedback == "cac":
+            improved = E < self.cac_best
+            self.cac_best[...] = xp.where(improved, E, self.cac_best)
+            self.cac_last[...] = xp.where(improved, k, self.cac_last)
+            stale = (k - self.cac_last) >= params.cac_tau
+            self.beta_row[...] = xp.where(
+                stale, params.cac_beta0, self.beta_row + params.cac_gamma * params.dtau
+            ).astype(dt)
+            self.cac_last[...] = xp.where(stale, k, self.cac_last)
+            dH = (E - self.cac_best) / max(sim.prob.spectral_radius, 1e-300)
+            self.a_row[...] = (
+                params.cac_alpha + params.cac_rho * xp.tanh(params.cac_delta * dH)
+            ).astype(dt)
+
+
+def _xp_gain_loss_measure(xp, rng, x, y, code_out, p_k, params, dt, c: _MapConstants):
     R, N = x.shape
+    dtau = c.dtau
     if params.sigma_pump > 0:
         shape = (R, N) if params.pump_noise_per_pulse else (R, 1)
         p = p_k + params.sigma_pump * rng.normal(shape, dt)
     else:
         p = dt(p_k)
     if params.integrator == "euler":
-        _xp_euler_drift_measure(
-            xp, rng, x, y, code_out, p, params, dt, dtau, vac_std, meas_std, adc_lsb, adc_lo, adc_hi
-        )
+        _xp_euler_drift_measure(xp, rng, x, y, code_out, p, params, dt, c)
         return
     if params.track_quadrature:
         s2 = x * x + y * y
         y *= xp.exp(dtau * (-p - s2))
-        y *= sqrt_t
-        if vac_std > 0:
-            y += vac_std * rng.normal((R, N), dt)
+        y *= c.sqrt_t
+        if c.vac_std > 0:
+            y += c.vac_std * rng.normal((R, N), dt)
     else:
         s2 = x * x
     x *= xp.exp(dtau * (p - s2)).astype(dt, copy=False)
-    x *= dt(sqrt_t)
-    if vac_std > 0:
-        x += dt(vac_std) * rng.normal((R, N), dt)
-    xm = x + dt(meas_std) * rng.normal((R, N), dt) if meas_std > 0 else x
+    x *= dt(c.sqrt_t)
+    if c.vac_std > 0:
+        x += dt(c.vac_std) * rng.normal((R, N), dt)
+    _xp_adc(xp, rng, x, code_out, params, dt, c)
+
+
+def _xp_adc(xp, rng, x, code_out, params, dt, c: _MapConstants):
+    """Step 4 and the ADC: homodyne noise on x, then the codes (or the analogue values)."""
+    R, N = x.shape
+    xm = x + dt(c.meas_std) * rng.normal((R, N), dt) if c.meas_std > 0 else x
     if params.adc_bits is not None:
-        code_out[...] = xp.clip(xp.floor(xm * dt(1.0 / adc_lsb) + dt(0.5)), adc_lo, adc_hi)
+        code_out[...] = xp.clip(xp.floor(xm * dt(1.0 / c.adc_lsb) + dt(0.5)), c.adc_lo, c.adc_hi)
     else:
         code_out[...] = xm
 
 
-def _xp_euler_drift_measure(
-    xp, rng, x, y, code_out, p, params, dt, dtau, vac_std, meas_std, adc_lsb, adc_lo, adc_hi
-):
+def _xp_euler_drift_measure(xp, rng, x, y, code_out, p, params, dt, c: _MapConstants):
     """integrator="euler": measure x at the start of the step, then one forward-Euler step of
     the gain/loss drift, x <- x + dtau (p - 1 - x^2 - y^2) x (the coupling follows in the
     injection step), plus the map's vacuum noise."""
     R, N = x.shape
-    xm = x + dt(meas_std) * rng.normal((R, N), dt) if meas_std > 0 else x
-    if params.adc_bits is not None:
-        code_out[...] = xp.clip(xp.floor(xm * dt(1.0 / adc_lsb) + dt(0.5)), adc_lo, adc_hi)
-    else:
-        code_out[...] = xm
+    dtau, vac_std = c.dtau, c.vac_std
+    _xp_adc(xp, rng, x, code_out, params, dt, c)
     s2 = x * x + y * y if params.track_quadrature else x * x
     if params.track_quadrature:
         y += dt(dtau) * (-p - 1 - s2) * y
@@ -872,47 +852,29 @@ def _xp_euler_drift_measure(
         x += dt(vac_std) * rng.normal((R, N), dt)
 
 
-def _xp_inject(
-    xp,
-    rng,
-    x,
-    acc,
-    code_del,
-    e,
-    mode,
-    gain_scale,
-    xi_k,
-    params,
-    dt,
-    dtau,
-    dac_lsb,
-    dac_lo,
-    dac_hi,
-    adc_lsb,
-    a_row,
-    beta_row,
-    e_cap,
-):
+def _xp_inject(xp, rng, x, acc, code_del, e, xi_k, params, dt, c: _MapConstants, a_row,
+               beta_row):
     if acc.shape[0] == 1:
         f = acc[0].astype(xp.float64) if acc.dtype != xp.float64 else acc[0]
     else:
         f = acc.sum(axis=0, dtype=xp.float64)
-    f = (f * gain_scale).astype(dt)
-    u = dt(xi_k) * f if mode == 0 else dt(xi_k) * e * f
+    f = (f * c.gain_scale).astype(dt)
+    u = dt(xi_k) * f if c.mode == 0 else dt(xi_k) * e * f
     if params.dac_bits is not None:
-        uq = xp.clip(xp.floor(u * dt(1.0 / dac_lsb) + dt(0.5)), dac_lo, dac_hi) * dt(dac_lsb)
+        uq = xp.clip(xp.floor(u * dt(1.0 / c.dac_lsb) + dt(0.5)), c.dac_lo, c.dac_hi)
+        uq = uq * dt(c.dac_lsb)
     else:
         uq = u
     if params.sigma_inj > 0:
         uq = uq * (1 + dt(params.sigma_inj) * rng.normal(x.shape, dt))
-    x += dt(dtau) * uq.astype(dt, copy=False)
-    if mode == 1:
-        xq = code_del * dt(adc_lsb)
-        e *= 1 - dt(dtau) * beta_row[:, None] * (xq * xq - a_row[:, None])
-        xp.clip(e, params.e_min, e_cap, out=e)
-    elif mode == 2:
-        e *= 1 - dt(dtau) * beta_row[:, None] * (u * u - a_row[:, None])
-        xp.clip(e, params.e_min, e_cap, out=e)
+    x += dt(c.dtau) * uq.astype(dt, copy=False)
+    if c.mode == 1:
+        xq = code_del * dt(c.adc_lsb)
+        e *= 1 - dt(c.dtau) * beta_row[:, None] * (xq * xq - a_row[:, None])
+        xp.clip(e, params.e_min, c.e_cap, out=e)
+    elif c.mode == 2:
+        e *= 1 - dt(c.dtau) * beta_row[:, None] * (u * u - a_row[:, None])
+        xp.clip(e, params.e_min, c.e_cap, out=e)
 
 
 def sample(

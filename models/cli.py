@@ -30,7 +30,10 @@ MODELS = ("rbm", "bm", "dbn", "qgan", "qdiffusion")
 DEFAULT_HIDDEN = {"rbm": "64", "bm": "8", "dbn": "64,32", "qgan": "16", "qdiffusion": "256"}
 DEFAULT_DATASET = {"qgan": "digits", "qdiffusion": "tinyshakespeare"}
 DEFAULT_BATCH = {"qgan": 64, "qdiffusion": 128}
-DEFAULT_LR = {"qgan": 1e-3, "qdiffusion": 2e-3}
+DEFAULT_LR = {"rbm": 0.1, "qgan": 1e-3, "qdiffusion": 2e-3}
+#: Gibbs sweeps after every device sample (the hybrid sampler) on devices that run their own
+#: dynamics (no Boltzmann sampling mode, e.g. cim.emulator); docs/models.md has the measurements.
+HYBRID_GIBBS_STEPS = 5
 LOG_EVERY = 100  # steps between log rows and checkpoints of qgan and qdiffusion
 
 #: Settings a resumed run may change; every other one must be the saved run's (they decide
@@ -96,8 +99,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="examples per step (default: 20 for rbm, bm, dbn; 64 qgan; 128 "
                         "qdiffusion)")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: SGD 0.05 for rbm, bm, dbn; Adam 1e-3 qgan; "
-                        "AdamW 2e-3 qdiffusion)")
+                   help="learning rate (default: SGD 0.1 for rbm, 0.05 for bm and dbn; Adam "
+                        "1e-3 qgan; AdamW 2e-3 qdiffusion)")
     p.add_argument("--momentum", type=float, default=0.5,
                    help="SGD momentum (rbm, bm, dbn)")
     p.add_argument("--weight-decay", type=float, default=1e-4,
@@ -118,6 +121,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", default=None,
                    help="device inverse temperature: a number, or 'estimate' (the default in "
                         "anneal mode: measured from the samples of every job)")
+    p.add_argument("--gibbs-steps", type=int, default=None,
+                   help="hybrid sampler: Gibbs sweeps in torch started from every device sample "
+                        "(0: the device's samples as they come; default: "
+                        f"{HYBRID_GIBBS_STEPS} on devices without a Boltzmann sampling mode, such "
+                        "as cim.emulator, else 0)")
+    p.add_argument("--topk-runs", type=int, default=None,
+                   help="the cloud's post-processing: runs per job, de-duplicated, the "
+                        "--num-reads lowest-energy states weighted by exp(-E) (devices with "
+                        "output='topk')")
     p.add_argument("-k", "--k", type=int, default=1, dest="k", help="Gibbs steps for cd and pcd")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="device option passed to every job, e.g. -o acceptance=gibbs "
@@ -255,11 +267,15 @@ def _device_sampler(args, device, num_reads: int, *, sweeps: int, seed: int):
     if "num_threads" in device.OPTIONS and "num_threads" not in opts:
         opts["num_threads"] = args.threads
     clamped = dict(opts)
+    gibbs = args.gibbs_steps
+    if gibbs is None:
+        gibbs = 0 if sampling else HYBRID_GIBBS_STEPS
     if sampling and "num_sweeps" in device.OPTIONS and "num_sweeps" not in opts:
         opts["num_sweeps"] = sweeps
         clamped["num_sweeps"] = max(sweeps, args.clamped_sweeps)
     return BoltzmannSampler(device, num_reads, beta=_beta(args.beta), mode=args.mode, seed=seed,
-                            clamped_options=clamped, **opts)
+                            clamped_options=clamped, gibbs_steps=gibbs,
+                            topk_runs=args.topk_runs, **opts)
 
 
 def _sampler(args, device, num_reads: int):
@@ -279,7 +295,8 @@ def _generation_sampler(args, device, training_sampler):
         return training_sampler
     s = _device_sampler(args, device, 100, sweeps=args.sample_sweeps, seed=args.seed + 1)
     if training_sampler.estimate:
-        s.beta = training_sampler.beta  # start from the temperature learned in training
+        # the temperature learned in training: the running beta and the thermostat's knob
+        s.beta, s.knob = training_sampler.beta, training_sampler.knob
     return s
 
 
@@ -447,6 +464,17 @@ def _digit_quality(images, ds_train, ds_train_labels, ds_test, ds_test_labels) -
         "classifier_test_accuracy": clf.accuracy(ds_test, ds_test_labels),
         "classifier": "multinomial logistic regression fitted on the training images",
     }
+
+
+def _drawn_by(sampler, args) -> str:
+    """Who drew the samples, in words (the hybrid says so)."""
+    steps = getattr(sampler, "gibbs_steps", 0)
+    if getattr(sampler, "device", None) is None:
+        return f"by {args.sampler}"
+    if steps:
+        return (f"by {sampler.device.name}, each then {steps} Gibbs sweep{'s' * (steps > 1)} "
+                "in torch (hybrid)")
+    return f"by {sampler.device.name}"
 
 
 def _print_digit_quality(q: dict, who: str) -> None:
@@ -738,13 +766,15 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
     ckpt = run.save(model, run.last_loop, complete=True)
     what = f"{args.model} on {ds.name}, {args.epochs} epochs, sampler {args.sampler}"
     if device is not None:
-        what += f" ({device.name})"
+        steps = getattr(sampler, "gibbs_steps", 0)
+        what += f" ({device.name}" + (f" + {steps} Gibbs sweeps, hybrid)" if steps else ")")
     _save_array(out / "samples.npy", images)
     _plot_samples(images, ds.image_shape, out / "samples.png", f"samples: {what}")
     _plot_curves(curves, out / "loglik.png", what)
     if ds.train_labels is not None and ds.test_labels is not None:
         result["sample_quality"] = _digit_quality(binary, ds.train, ds.train_labels, ds.test,
                                                   ds.test_labels)
+        result["sample_quality"]["drawn_by"] = _drawn_by(gen_sampler, args)
     train_epochs = [r for r in history if r.get("epoch", 0) > 0 and "seconds" in r]
     last_ll = next((r for r in reversed(history) if "test_log_likelihood" in r), None)
     result.update({
@@ -777,8 +807,7 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
     if "classifier" in result:
         print(f"classifier test accuracy: {result['classifier']['test_accuracy']:.3f}")
     if "sample_quality" in result:
-        _print_digit_quality(result["sample_quality"],
-                             f"by {device.name}" if device is not None else f"by {args.sampler}")
+        _print_digit_quality(result["sample_quality"], result["sample_quality"]["drawn_by"])
     spe = result["seconds_per_epoch"]
     print(f"time: {result['total_seconds']:.1f} s total"
           + (f", {spe:.2f} s per training epoch" if spe else ""))

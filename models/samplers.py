@@ -400,6 +400,21 @@ class BoltzmannSampler(ModelSampler):
     beta_bounds : (float, float), default (1e-3, 1e3)
         The running beta stays inside; ``beta_hat`` saturates at the upper bound when every
         sample is a local minimum.
+    gibbs_steps : int, default 0
+        The hybrid sampler: the device's states (after any reweighting) start ``gibbs_steps``
+        Gibbs sweeps of the model in torch, at the model's temperature, and the chain ends are
+        the samples. Every sweep moves the samples towards the model's distribution whatever
+        the device gave, so the result is labelled ``hybrid`` (``last["sampler"]``, the repr).
+        Costs no device time: per sweep, two matrix products of the batch with the weights.
+    topk_runs : int, optional
+        The cloud's post-processing (the paper's method), on devices with an ``output`` option
+        offering ``"topk"`` (``cim.emulator``, ``cim.cloud``): each job is ``topk_runs`` runs,
+        de-duplicated, and the ``num_reads`` lowest-energy states come back with their counts.
+        The samples are those states resampled (systematic resampling, ``num_reads`` rows) with
+        weights: their counts (``reweight=False``, the cloud's distribution: low-energy modes
+        only), or, with ``reweight`` (default), ``exp(-E(s))`` of each distinct state, the
+        model's distribution restricted to the states found (importance weights from the model
+        energy). Device time: ``topk_runs`` runs per job instead of ``num_reads``.
     executor : concurrent.futures.Executor, optional
         Runs the jobs; default: in the caller's thread for local devices, the device's own
         for remote ones.
@@ -416,7 +431,8 @@ class BoltzmannSampler(ModelSampler):
                  mode: str = "auto", persistent: bool = True, clamped_reads: int = 1,
                  clamped_options: dict | None = None, reweight: bool = True,
                  adapt_rate: float = 0.5, beta_bounds: tuple[float, float] = (1e-3, 1e3),
-                 knob_gain: float = 0.08, executor: cf.Executor | None = None, seed: int | None = None,
+                 knob_gain: float = 0.08, gibbs_steps: int = 0, topk_runs: int | None = None,
+                 executor: cf.Executor | None = None, seed: int | None = None,
                  options: dict | None = None, **device_options: Any):
         super().__init__(seed=seed)
         self.device = as_device(device)
@@ -461,6 +477,24 @@ class BoltzmannSampler(ModelSampler):
         self.adapt_rate = float(adapt_rate)
         self.reweight = bool(reweight)
         self.persistent = bool(persistent)
+        self.gibbs_steps = check_int(gibbs_steps, "gibbs_steps", ge=0)
+        self.topk_runs = None if topk_runs is None else check_int(topk_runs, "topk_runs", ge=1)
+        if self.topk_runs is not None:
+            if {"output", "runs"} & set(device_options):
+                raise InvalidOptionError(
+                    "topk_runs sets the device options 'output' and 'runs' itself; pass "
+                    "topk_runs=... alone")
+            choices = getattr(self.device.OPTIONS.get("output"), "choices", None) or ()
+            if "topk" not in choices:
+                raise InvalidOptionError(
+                    f"topk_runs needs a device with output='topk' (the cloud's de-duplicated "
+                    f"Top-K), which {self.device.name} has not; use cim.emulator or cim.cloud, "
+                    "or leave topk_runs out")
+            if self.topk_runs < num_reads:
+                raise InvalidOptionError(
+                    f"topk_runs={self.topk_runs} runs cannot give num_reads={num_reads} distinct "
+                    "states; use topk_runs >= num_reads")
+            device_options = {**device_options, "output": "topk", "runs": self.topk_runs}
         self.device_options = self._checked_options(device_options)
         self.clamped_options = (self.device_options if clamped_options is None
                                 else self._checked_options(clamped_options))
@@ -488,8 +522,13 @@ class BoltzmannSampler(ModelSampler):
 
     def __repr__(self) -> str:
         beta = "estimate" if self.estimate else self.beta
+        extra = ""
+        if self.topk_runs is not None:
+            extra += f", topk_runs={self.topk_runs}"
+        if self.gibbs_steps:
+            extra += f", gibbs_steps={self.gibbs_steps} (hybrid)"
         return (f"BoltzmannSampler(device={self.device.name!r}, num_reads={self.num_reads}, "
-                f"mode={self.mode!r}, beta={beta!r})")
+                f"mode={self.mode!r}, beta={beta!r}{extra})")
 
     def state_dict(self, model=None) -> dict:
         """As :meth:`ModelSampler.state_dict`, plus the running ``beta`` and the thermostat's
@@ -592,14 +631,19 @@ class BoltzmannSampler(ModelSampler):
         if use_chains and chains is not None and chains.shape == (num_reads, problem.n):
             opts["initial_states"] = chains
         ss = self._submit(problem, num_reads, opts).result()
-        spins = ss.spins
-        if np.any(ss.num_occurrences != 1):
-            spins = np.repeat(spins, ss.num_occurrences, axis=0)
+        info = {"sampler": "hybrid" if self.gibbs_steps else "device",
+                "device": self.device.name, "mode": self.mode, "beta": self.beta,
+                "device_s": ss.timing.get("device_s", 0.0), "run_s": ss.timing.get("run_s", 0.0)}
+        if self.topk_runs is not None:
+            spins, info["ess"] = self._topk_samples(problem, ss, num_reads)
+            info["distinct_states"] = int(ss.spins.shape[0])
+        else:
+            spins = ss.spins
+            if np.any(ss.num_occurrences != 1):
+                spins = np.repeat(spins, ss.num_occurrences, axis=0)
         if use_chains and spins.shape == (num_reads, problem.n):
             self._state[model] = spins
-        info = {"sampler": "device", "device": self.device.name, "mode": self.mode,
-                "beta": self.beta, "device_s": ss.timing.get("device_s", 0.0),
-                "run_s": ss.timing.get("run_s", 0.0), "num_samples": int(spins.shape[0])}
+        info["num_samples"] = int(spins.shape[0])
         if self.estimate:
             beta_hat = pseudo_likelihood_beta(problem, spins, beta_max=self.beta_bounds[1])
             info["beta_hat"] = beta_hat
@@ -609,22 +653,34 @@ class BoltzmannSampler(ModelSampler):
             elif beta_hat > 0:
                 lo, hi = self.beta_bounds
                 self.beta = float(np.clip(self.beta * beta_hat ** self.adapt_rate, lo, hi))
-            if self.reweight and beta_hat > 0:
-                spins, ess = self._resample(problem, spins, beta_hat)
-                info["ess"] = ess
+            if self.reweight and beta_hat > 0 and self.topk_runs is None:
+                logw = (beta_hat - 1.0) * problem.energy(spins)
+                spins, info["ess"] = self._resample(spins, logw, spins.shape[0])
         self.last = info
-        return model.states_from_spins(spins, self.generator(model.device))
+        g = self.generator(model.device)
+        states = model.states_from_spins(spins, g)
+        for _ in range(self.gibbs_steps):
+            states = model.gibbs_step(states, generator=g)
+        return states
 
-    def _resample(self, problem: IsingProblem, spins: np.ndarray, beta_hat: float):
-        """Systematic resampling from ``exp(-beta_hat E)`` to ``exp(-E)``; returns the effective
-        sample size of the weights."""
-        logw = (beta_hat - 1.0) * problem.energy(spins)
+    def _topk_samples(self, problem: IsingProblem, ss, num_reads: int):
+        """The Top-K states of one task as ``num_reads`` rows: resampled by their counts, or
+        (``reweight``) by ``exp(-E(s))`` of each distinct state (:class:`BoltzmannSampler`'s
+        ``topk_runs``)."""
+        if self.reweight:
+            logw = -problem.energy(ss.spins)
+        else:
+            logw = np.log(np.asarray(ss.num_occurrences, dtype=np.float64))
+        return self._resample(ss.spins, logw, num_reads)
+
+    def _resample(self, spins: np.ndarray, logw: np.ndarray, m: int):
+        """``m`` rows drawn by systematic resampling with weights ``exp(logw)``; also the
+        effective sample size of the weights."""
         w = np.exp(logw - logw.max())
         w /= w.sum()
         ess = float(1.0 / np.sum(w * w))
-        m = spins.shape[0]
         positions = (self._rng.random() + np.arange(m)) / m
-        idx = np.minimum(np.searchsorted(np.cumsum(w), positions), m - 1)
+        idx = np.minimum(np.searchsorted(np.cumsum(w), positions), len(w) - 1)
         return spins[idx], ess
 
     def clamped(self, model, visible: torch.Tensor) -> torch.Tensor:

@@ -178,9 +178,12 @@ def make_instance(family: str, n: int, seed: int = DEFAULT_SEED) -> IsingProblem
     return FAMILIES[family].make(int(n), np.random.default_rng(key))
 
 
-def suite_for(profile, families: Iterable[str] | None = None) -> list[tuple[str, int]]:
+def suite_for(
+    profile, families: Iterable[str] | None = None, n_max: int | None = None
+) -> list[tuple[str, int]]:
     """The (family, n) pairs that fit ``profile`` (a name or HardwareProfile): every size of
-    every family up to the profile's spin limit (an external field costs one more pulse)."""
+    every family up to the profile's spin limit (an external field costs one more pulse) and
+    up to ``n_max`` when given."""
     from kpp_sdk import emulator as emu
 
     prof = emu.get_profile(profile) if not isinstance(profile, emu.HardwareProfile) else profile
@@ -188,6 +191,8 @@ def suite_for(profile, families: Iterable[str] | None = None) -> list[tuple[str,
     for name in families or FAMILIES:
         fam = FAMILIES[name]
         for n in fam.sizes:
+            if n_max is not None and n > n_max:
+                continue
             try:
                 emu.check_problem(prof, n, has_field=name == "sk_field")
             except emu.SpinLimitError:
@@ -235,10 +240,11 @@ def run_suite(
     families: Iterable[str] | None = None,
     sa_reads: int = 64,
     sa_sweeps: int = 4000,
+    n_max: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Run the validation suite on ``profile``: for every (family, n) of :func:`suite_for` and
-    every amplitude-control mode in ``feedback``, ``runs`` emulated runs and ``sa_reads`` reads
+    every amplitude-control mode in ``feedback`` (sizes up to ``n_max``), ``runs`` emulated runs and ``sa_reads`` reads
     of sa.cpu on the same instance.
 
     Returns one dict per (family, n, feedback): ``family, n, feedback, cim_best`` (cloud mode:
@@ -249,7 +255,7 @@ def run_suite(
     ``sa_p_best`` (the same for sa.cpu's reads), ``seconds`` (emulation wall time).
     """
     rows = []
-    for k, (name, n) in enumerate(suite_for(profile, families)):
+    for k, (name, n) in enumerate(suite_for(profile, families, n_max)):
         prob = make_instance(name, n, seed)
         sa_best, sa_e = sa_reference(prob, reads=sa_reads, sweeps=sa_sweeps, seed=seed + k)
         exact = _exact_ground(prob)
@@ -317,6 +323,7 @@ def success_curves(
     families: Iterable[str] | None = None,
     best_known: dict | None = None,
     sa_reads: int = 64,
+    n_max: int | None = None,
 ) -> dict:
     """Success probability per run against round trips, for each (family, n) of the suite.
 
@@ -327,7 +334,7 @@ def success_curves(
 
     prof_name = profile.name if isinstance(profile, emu.HardwareProfile) else str(profile)
     curves = {}
-    for k, (name, n) in enumerate(suite_for(profile, families)):
+    for k, (name, n) in enumerate(suite_for(profile, families, n_max)):
         prob = make_instance(name, n, seed)
         ref = (best_known or {}).get((name, n))
         if ref is None:

@@ -334,3 +334,94 @@ def test_thermostat_turns_the_emulator_knob_until_samples_are_at_beta_one():
     assert not fixed.thermostat
     fixed.negative(rbm)
     assert "temperature" not in fixed.last
+
+
+# --- sampler variants against exact enumeration (issue 16) ---------------------------------------
+
+
+def _kl_to_exact(samples: torch.Tensor, model) -> float:
+    """KL(q || p) from the empirical distribution q of full states to the model's exact p."""
+    states, p = exact_model_distribution(model)
+    n = model.num_nodes
+    weights = 2 ** torch.arange(n, dtype=torch.int64)
+    idx_all = (states.round().long() * weights).sum(1).numpy()
+    p_by_index = np.zeros(2**n)
+    p_by_index[idx_all] = p.numpy()
+    idx = (samples.round().long() * weights).sum(1).numpy()
+    q = np.bincount(idx, minlength=2**n) / idx.size
+    keep = q > 0
+    return float(np.sum(q[keep] * np.log(q[keep] / p_by_index[keep])))
+
+
+def test_kl_helper_is_small_for_exact_samples_and_large_for_a_point_mass():
+    model = _rbm(5, std=1.0)
+    assert _kl_to_exact(ExactSampler(4000, seed=0).sample(model), model) < 0.03
+    states, p = exact_model_distribution(model)
+    worst = states[int(torch.argmin(p))].repeat(10, 1)
+    assert _kl_to_exact(worst, model) > 3
+
+
+def test_hybrid_gibbs_chains_from_a_cold_devices_states_reach_the_model_distribution():
+    """The hybrid: a device four times colder than the model (and normalising every problem, so
+    nothing sent can fix it) gives states that start short Gibbs chains; their ends follow the
+    model. Without the Gibbs steps the same device is far off."""
+    model = _rbm(6, std=1.0)
+    dev = HiddenTemperatureDevice(beta_dev=4.0, normalise=True)
+    plain = BoltzmannSampler(dev, num_reads=4000, mode="anneal", beta=1.0, seed=2)
+    hybrid = BoltzmannSampler(dev, num_reads=4000, mode="anneal", beta=1.0, gibbs_steps=10,
+                              seed=2)
+    kl_plain = _kl_to_exact(plain.sample(model), model)
+    kl_hybrid = _kl_to_exact(hybrid.sample(model), model)
+    assert hybrid.last["sampler"] == "hybrid" and "hybrid" in repr(hybrid)
+    assert plain.last["sampler"] == "device"
+    assert kl_plain > 0.5
+    assert kl_hybrid < 0.05
+
+
+def test_hybrid_on_the_emulator_draws_the_model_distribution():
+    model = _rbm(7, std=1.0)
+    s = BoltzmannSampler("cim.emulator", num_reads=500, gibbs_steps=5, seed=0, round_trips=100)
+    pooled = torch.cat([s.sample(model) for _ in range(8)])
+    assert _kl_to_exact(pooled, model) < 0.08
+
+
+def _topk_samples(reweight: bool, model, calls: int = 10):
+    s = BoltzmannSampler("cim.emulator", num_reads=128, beta=1.0, topk_runs=1000,
+                         reweight=reweight, seed=3, round_trips=100, temperature=0.5)
+    out = torch.cat([s.sample(model) for _ in range(calls)])
+    assert s.last["distinct_states"] <= 128 and s.last["device_s"] > 0
+    return out
+
+
+def test_topk_with_energy_weights_draws_the_model_restricted_to_the_states_found():
+    """The cloud's de-duplicated Top-K: weighted by its counts (the machine's own distribution)
+    the samples miss the model; weighted by exp(-E) of each distinct state they follow it."""
+    model = _rbm(8, std=1.0)
+    kl_counts = _kl_to_exact(_topk_samples(False, model), model)
+    kl_energy = _kl_to_exact(_topk_samples(True, model), model)
+    assert kl_energy < 0.25  # the states found at this knob hold most, not all, of the mass
+    assert kl_counts > 3 * kl_energy
+
+
+def test_thermostat_samples_are_closer_to_the_model_than_the_cold_emulators():
+    model = RestrictedBoltzmannMachine(5, 3, init_std=1.0, generator=_g(9), dtype=torch.float64)
+    cold = BoltzmannSampler("cim.emulator", num_reads=500, beta=1.0, seed=0, round_trips=200)
+    warm = BoltzmannSampler("cim.emulator", num_reads=500, reweight=False, seed=0,
+                            round_trips=200)
+    for _ in range(15):
+        warm.sample(model)
+    kl_cold = _kl_to_exact(cold.sample(model), model)
+    kl_warm = _kl_to_exact(torch.cat([warm.sample(model) for _ in range(4)]), model)
+    assert warm.knob > 0.05
+    assert kl_warm < kl_cold / 3
+
+
+def test_topk_and_hybrid_options_are_checked_at_construction():
+    with pytest.raises(InvalidOptionError, match="output='topk'"):
+        BoltzmannSampler("sa.cpu", num_reads=10, topk_runs=100)
+    with pytest.raises(InvalidOptionError, match="topk_runs >= num_reads"):
+        BoltzmannSampler("cim.emulator", num_reads=100, topk_runs=50)
+    with pytest.raises(InvalidOptionError, match="'output' and 'runs'"):
+        BoltzmannSampler("cim.emulator", num_reads=10, topk_runs=100, output="topk")
+    with pytest.raises(InvalidOptionError, match="gibbs_steps"):
+        BoltzmannSampler("sa.cpu", num_reads=10, gibbs_steps=-1)

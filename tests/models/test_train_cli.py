@@ -259,3 +259,18 @@ def test_the_compile_notice_shows_when_numba_compiles_and_only_then(capfd):
     with _compile_notice() as started:
         f(2)
     assert not started and "compiling" not in capfd.readouterr().err
+
+
+def test_the_final_samples_are_drawn_at_the_temperature_learned_in_training():
+    """The thermostat's knob (cim.emulator) and the running beta carry over to the sampler that
+    draws samples.png; drawn at knob 0 the emulator's samples collapse onto a few modes."""
+    from kpp_sdk.models.cli import _device_sampler, _generation_sampler, _train_parser
+
+    args = _train_parser().parse_args(["rbm", "--device", "cim.emulator"])
+    device = kpp_sdk.registry.get_device("cim.emulator")
+    trained = _device_sampler(args, device, 20, sweeps=1, seed=0)
+    assert trained.thermostat
+    trained.knob, trained.beta = 0.31, 0.9
+    final = _generation_sampler(args, device, trained)
+    assert final is not trained and final.num_reads == 100
+    assert (final.knob, final.beta) == (0.31, 0.9)
