@@ -107,6 +107,9 @@ def add_validate_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="use the first K instances of each (class, N) (default: all)")
     p.add_argument("--runs", type=int, default=1000,
                    help="emulated runs per instance (--suite families: per instance and mode)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a profile parameter, e.g. -p sigma_add=0.1 -p xi0=0.8 "
+                        "(repeatable; any CIMParameters field, docs/cim-physics.md)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_validate)
 
@@ -129,6 +132,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InvalidOptionError(f"--out {args.out!r} is a file; give a folder")
+    overrides = _profile_overrides(args)
     if args.suite == "families":
         return _validate_families(args, out)
     if args.against == "hamerly2019":
@@ -154,14 +158,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"{len(rows)} instances from {tag}; profile {args.profile}, {args.runs} runs each")
     t0, t_cpu = time.perf_counter(), time.process_time()
-    p_emu = hw.emulate(args.profile, rows, runs=args.runs, seed=args.seed)
+    if overrides:
+        print("profile overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    p_emu = hw.emulate(args.profile, rows, runs=args.runs, seed=args.seed, **overrides)
     wall, cpu = time.perf_counter() - t0, time.process_time() - t_cpu
     summary = hw.compare(rows, p_emu)
     base = out / f"{args.profile}_vs_{tag}"
     hw.write_table(rows, p_emu, summary, base.with_suffix(".tsv"))
     hw.plot(rows, p_emu, summary, str(base.with_suffix(".png")),
             title=f"{args.profile} against {tag} ({args.runs} emulated runs per instance)")
-    text = json.dumps(jsonable({"profile": args.profile, "against": tag, "runs": args.runs,
+    text = json.dumps(jsonable({"profile": args.profile, "overrides": overrides,
+                                "against": tag, "runs": args.runs,
                                 "seed": args.seed, "wall_s": wall, "cpu_s": cpu,
                                 "classes": summary}), indent=1)
     atomic_write(str(base.with_suffix(".json")), lambda f: f.write(text))
@@ -242,6 +249,21 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_overrides(args: argparse.Namespace) -> dict:
+    """``-p NAME=VALUE`` as profile overrides, checked on the profile before any work."""
+    from ..cli import _parse_option
+    from ..emulator import get_profile
+    from ..errors import InvalidOptionError
+
+    overrides = dict(_parse_option(o) for o in args.param)
+    if overrides:
+        try:
+            get_profile(args.profile, **overrides)
+        except ValueError as exc:
+            raise InvalidOptionError(f"-p: {exc}") from None
+    return overrides
+
+
 def _validate_families(args: argparse.Namespace, out) -> int:
     import time
 
@@ -261,7 +283,7 @@ def _validate_families(args: argparse.Namespace, out) -> int:
         raise InvalidOptionError(f"--feedback {args.feedback!r}: use none, ahc, cac, cfc")
     from ..emulator import get_profile
 
-    prof = get_profile(args.profile)
+    prof = get_profile(args.profile, **_profile_overrides(args))
     if args.max_n is not None and (prof.max_spins is None or args.max_n < prof.max_spins):
         prof = prof.replace(max_spins=args.max_n)  # the suite keeps the sizes that fit
     pairs = fam.suite_for(prof, names)

@@ -57,3 +57,26 @@ def test_validate_families_names_an_unknown_family(tmp_path, capsys):
     rc = main(["validate", "--suite", "families", "--families", "torus", "--out", str(tmp_path)])
     assert rc != 0
     assert "--families ['torus'] unknown" in capsys.readouterr().err
+
+
+def test_validate_takes_profile_overrides(tmp_path, capsys):
+    def median(out, *extra):
+        rc = main(["validate", "--classes", "sk", "--max-n", "10", "--per-n", "4", "--runs", "100",
+                   "--out", str(out), *extra])
+        assert rc == 0
+        summary = json.loads((out / "ntt-2000_vs_hamerly2019.json").read_text())
+        return summary["overrides"], summary["classes"]["sk"]["per_n"][0]["emulator"]
+
+    none, base = median(tmp_path / "a")
+    assert none == {} and base > 0.2
+    overrides, hot = median(tmp_path / "b", "-p", "sigma_add=0.4")
+    assert overrides == {"sigma_add": 0.4}
+    assert hot < base / 2  # much more excess noise: the ground state is found far less often
+
+
+def test_a_bad_profile_override_is_named_before_any_work(tmp_path, capsys):
+    rc = main(["validate", "-p", "sigma_ad=0.1", "--out", str(tmp_path / "v")])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "-p" in err and "sigma_ad" in err and "known parameter" in err
+    assert not (tmp_path / "v").exists()
