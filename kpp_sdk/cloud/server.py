@@ -964,13 +964,13 @@ _ERRORS = {code: {"model": wire.ErrorResponse} for code in (401, 404, 408, 413, 
 
 
 def create_app(state: ServerState | None):
-    """The FastAPI application. ``state`` None builds the routes only (for the OpenAPI document)."""
-    from fastapi import Depends, FastAPI, Query, Request, Response
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-    from pydantic import ValidationError
+    """The FastAPI application. ``state`` None builds the routes only (for the OpenAPI document).
+
+    Its parts: the lifespan (dispatcher and janitor), the middleware (access log, authentication,
+    body limit), the error handlers, the authentication dependencies, and the routes of
+    devices, jobs and administration."""
+    from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -1010,7 +1010,21 @@ def create_app(state: ServerState | None):
             raise ApiError(503, "ServerError", "this application has no server state")
         return state
 
-    # errors
+    _add_error_handlers(app)
+    principal, admin = _auth_dependencies(_st)
+    _add_device_routes(app, _st, principal)
+    _add_job_routes(app, _st, principal)
+    _add_admin_routes(app, _st, admin)
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every error answers with the wire format's error body (docs/wire-format.md)."""
+    from fastapi import Request, Response
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return Response(_error_body(exc.status, exc.etype, exc.message), exc.status,
@@ -1054,7 +1068,13 @@ def create_app(state: ServerState | None):
         return Response(_error_body(500, "ServerError", f"internal error (request {rid})"), 500,
                         media_type="application/json")
 
-    # authentication and rate limit
+
+def _auth_dependencies(_st):
+    """The FastAPI dependencies ``principal`` (the client a bearer token names, rate-limited)
+    and ``admin`` (a principal with the admin role)."""
+    from fastapi import Depends, Request
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
     bearer = HTTPBearer(auto_error=False, description="an API token from the server's tokens file")
 
     async def principal(request: Request,
@@ -1083,6 +1103,11 @@ def create_app(state: ServerState | None):
         if not who.is_admin:
             raise ApiError(403, "AuthenticationError", f"client {who.name!r} is not an admin")
         return who
+    return principal, admin
+
+
+def _add_device_routes(app, _st, principal) -> None:
+    from fastapi import Depends
 
     P = wire.API_PREFIX
 
@@ -1105,6 +1130,13 @@ def create_app(state: ServerState | None):
             raise DeviceNotFoundError(
                 f"this server does not serve {name!r}; it serves {sorted(st.descriptions)}")
         return st.descriptions[name]
+
+
+def _add_job_routes(app, _st, principal) -> None:
+    from fastapi import Depends, Query, Request, Response
+    from starlette.concurrency import run_in_threadpool
+
+    P = wire.API_PREFIX
 
     submit_body = {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/SubmitRequest"}}}}}
@@ -1248,6 +1280,12 @@ def create_app(state: ServerState | None):
         _event(logging.INFO, "job.cancel", job_id=job_id, client=who.name, status=row.status)
         return row.to_info()
 
+
+def _add_admin_routes(app, _st, admin) -> None:
+    from fastapi import Depends
+
+    P = wire.API_PREFIX
+
     def _workers() -> dict:
         st = _st()
         counts = st.store.counts()
@@ -1271,8 +1309,6 @@ def create_app(state: ServerState | None):
     def resume_workers(who: Principal = Depends(admin)):
         _st().dispatcher.resume()
         return _workers()
-
-    return app
 
 
 def openapi_document() -> dict:
