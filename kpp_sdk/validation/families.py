@@ -214,7 +214,7 @@ def _exact_ground(problem: IsingProblem) -> float | None:
         return None
     from kpp_sdk.exact import ground_state
 
-    return float(ground_state(problem)[1])
+    return float(ground_state(problem)[0])
 
 
 def _emulate(problem, profile, feedback, runs, round_trips, seed):

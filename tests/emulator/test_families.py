@@ -1,10 +1,13 @@
 """kpp_sdk.validation.families: fresh seeded instance families and the validation suite
 (issue 15 item 3). The suite's instances come from seeds no default was tuned on."""
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from kpp_sdk import IsingProblem
 from kpp_sdk.validation.families import (
     FAMILIES,
     format_table,
@@ -71,3 +74,12 @@ def test_suite_on_fresh_instances(tmp_path):
     assert ps[0] <= ps[1] and ps[1] > 0  # longer runs succeed more often
     plot_success([c], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_the_exact_ground_of_a_small_instance_is_its_minimum_energy():
+    from kpp_sdk.validation.families import _exact_ground
+
+    problem = IsingProblem.random_sk(12, seed=2024)
+    states = np.array(list(itertools.product((-1, 1), repeat=12)), dtype=np.int8)
+    assert _exact_ground(problem) == pytest.approx(float(problem.energy(states).min()))
+    assert _exact_ground(IsingProblem.random_sk(21, seed=1)) is None  # too large to enumerate
