@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .coupling import ising_energy, spectral_bounds, validate_problem
 from .errors import ParameterError
@@ -283,16 +284,17 @@ def temperature_knob(
     if p_threshold is None:
         if J is None:
             raise ParameterError("p_threshold", None, "a threshold or J to compute it")
-        from .coupling import augment_with_ancilla
+        from .coupling import augment_with_ancilla, bulk_edge, feedback_gain
 
         Jv, hv = validate_problem(J, h)
         M = augment_with_ancilla(Jv, hv) if hv is not None else Jv
         lmin, lmax = spectral_bounds(M)
-        from .coupling import feedback_gain
-
-        data = M.data if hasattr(M, "toarray") else M
-        xi, _ = feedback_gain(params, lmin, lmax, float(np.max(np.abs(data))) if data.size else 0.0)
-        c = params.dtau * xi * lmax
+        # the emulator's gain and self-feedback (coupling.feedback_gain): at the end of the
+        # ramp the top mode grows with lambda_max + delta
+        data = M.data if sp.issparse(M) else M
+        absmax = float(np.max(np.abs(data))) if data.size else 0.0
+        xi, delta = feedback_gain(params, lmin, lmax, absmax, bulk_edge(M))
+        c = params.dtau * xi * (lmax + delta)
         p_threshold = 1.0 - math.log1p(c) / params.dtau
     p1 = params.p1 + t * (p_threshold - params.p1)
     s = params.sigma_add + t * (hot_sigma_add - params.sigma_add)

@@ -365,8 +365,9 @@ def plot_success(curves: dict | Sequence[dict], path) -> None:
     sets = [curves] if isinstance(curves, dict) else list(curves)
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.5), squeeze=False)
     for ax, c in zip(axes[0], sets):
-        for label, ps in c["curves"].items():
-            ax.plot(c["round_trips"], ps, marker="o", label=label)
+        for k, (label, ps) in enumerate(c["curves"].items()):
+            ax.plot(c["round_trips"], ps, marker="os^"[k // 10 % 3],
+                    linestyle=("-", "--", ":")[k // 10 % 3], label=label)
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("round trips per run")
