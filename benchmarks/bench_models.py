@@ -63,7 +63,9 @@ from kpp_sdk.models.samplers import (
 )
 
 EMULATOR_VARIANTS = ("cim cold", "cim thermostat", "cim thermostat+iw", "cim topk", "cim topk+iw",
-                     "cim hybrid-1", "cim hybrid-5")
+                     "cim hybrid-1", "cim hybrid-5", "cim hybrid-20")
+#: The hybrid's controls: the same Gibbs sweeps from uniform states, and CD-5.
+CONTROLS = ("random-start-5", "random-start-20", "cd5")
 
 
 def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
@@ -239,7 +241,7 @@ def ais_row(method: str, args, ds) -> dict:
 
 def ais_table(args) -> list[dict]:
     ds = load_dataset("digits", seed=0)
-    methods = args.methods or ["cd1", "pcd", "sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
+    methods = args.methods or ["cd1", "pcd", "sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS, *CONTROLS]
     print(f"\ndigits RBM 64x{args.hidden}, {args.epochs} epochs", file=sys.stderr)
     return [ais_row(m, args, ds) for m in methods]
 
@@ -276,7 +278,7 @@ def main(argv=None) -> int:
                    help="rows of the AIS table (default: all); e.g. cd1 'cim hybrid-5'")
     p.add_argument("--topk-runs", type=int, default=2000, help="runs per Top-K job")
     p.add_argument("--reads", type=int, default=100, help="KL part: samples per call")
-    p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 20)")
+    p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 50)")
     p.add_argument("--warm", type=int, default=None, help="KL part: calls to settle (default 20)")
     p.add_argument("--ais-chains", type=int, default=None)
     p.add_argument("--ais-betas", type=int, default=None)
@@ -284,7 +286,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     q = args.quick
     args.epochs = args.epochs or (3 if q else 20)
-    args.calls = args.calls or (5 if q else 20)
+    args.calls = args.calls or (5 if q else 50)
     args.warm = args.warm if args.warm is not None else (5 if q else 20)
     args.ais_chains = args.ais_chains or (50 if q else 200)
     args.ais_betas = args.ais_betas or (500 if q else 3000)

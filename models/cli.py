@@ -47,7 +47,7 @@ DESCRIPTION = """\
 Train a model whose Boltzmann machine a device samples; write its checkpoint, log and samples.
 
 examples:
-  kpp train rbm --dataset digits --device cim.emulator --epochs 3 --out runs/demo
+  kpp train rbm --dataset digits --device cim.emulator --epochs 5 --out runs/demo
   kpp train rbm --dataset digits --sampler pcd --epochs 3 --out runs/pcd
   kpp train bm --dataset bas --hidden 4 --epochs 200 --batch-size 14 --out runs/bm
   kpp train dbn --dataset digits --hidden 64,32 --epochs 5 --out runs/dbn
