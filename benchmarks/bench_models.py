@@ -23,15 +23,15 @@ decay 1e-4), 50 samples per negative phase; test log-likelihood by AIS (3000 tem
 chains, base rates from the training data) with a 3-sigma error bar; seconds per epoch (median
 over epochs, wall, this process) and device seconds per epoch (the emulator's timing model).
 
-Samplers (``kpp_sdk.models.samplers``): CD-1 (``cdK``: CD-k); PCD-1 (50 chains); sa.cpu in Boltzmann sampling
-mode (persistent chains, 1 or 5 sweeps per job); cim.emulator as it comes (``cold``: knob 0,
-beta 1, no correction); ``thermostat`` (beta="estimate": the knob turned until the
-pseudo-likelihood beta of the samples is 1, no reweighting); ``thermostat+iw`` (plus importance
-resampling with exp((beta_hat - 1) E)); ``topk``: the cloud's de-duplicated Top-K of
-``--topk-runs`` runs per job, states resampled by their counts (the paper's method) or, ``topk+iw``,
-by exp(-E) (importance weights from the model energy); ``hybrid-k``: thermostat+iw states as
-the starts of k Gibbs sweeps in torch; ``random-start-k``: k Gibbs sweeps from uniformly random
-states (the hybrid's control: what its Gibbs sweeps do without the device).
+Samplers (``kpp_sdk.models.samplers``): CD-1 (``cdK``: CD-k); PCD-1 (50 chains); sa.cpu in Boltzmann
+sampling mode (persistent chains, 1 or 5 sweeps per job); cim.emulator as it comes (``cold``: knob
+0, beta 1, no correction); ``thermostat`` (beta="estimate": the knob turned until the pseudo-
+likelihood beta of the samples is 1, no reweighting); ``thermostat+iw`` (plus importance resampling
+with exp((beta_hat - 1) E)); ``topk``: the cloud's de-duplicated Top-K of ``--topk-runs`` runs per
+job, states resampled by their counts (the paper's method) or, ``topk+iw``, by exp(-E) (importance
+weights from the model energy); ``hybrid-k``: thermostat+iw states as the starts of k Gibbs sweeps
+in torch; ``random-start-k``: k Gibbs sweeps from uniformly random states (the hybrid's control:
+what its Gibbs sweeps do without the device).
 """
 
 from __future__ import annotations
