@@ -29,7 +29,8 @@ sampling mode (persistent chains, 1 or 5 sweeps per job); cim.emulator as it com
 likelihood beta of the samples is 1, no reweighting); ``thermostat+iw`` (plus importance resampling
 with exp((beta_hat - 1) E)); ``topk``: the cloud's de-duplicated Top-K of ``--topk-runs`` runs per
 job, states resampled by their counts (the paper's method) or, ``topk+iw``, by exp(-E) (importance
-weights from the model energy); ``hybrid-k``: thermostat+iw states as the starts of k Gibbs sweeps
+weights from the model energy); ``thermostat+topk+iw``: the same at the knob the thermostat turns
+(KL part; not a default row); ``hybrid-k``: thermostat+iw states as the starts of k Gibbs sweeps
 in torch; ``random-start-k``: k Gibbs sweeps from uniformly random states (the hybrid's control:
 what its Gibbs sweeps do without the device).
 """
@@ -97,6 +98,8 @@ def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
         kw = dict(beta=1.0, topk_runs=topk_runs, reweight=False)
     elif variant == "topk+iw":
         kw = dict(beta=1.0, topk_runs=topk_runs)
+    elif variant == "thermostat+topk+iw":  # the knob turned by the thermostat, then Top-K
+        kw = dict(topk_runs=topk_runs)
     elif variant.startswith("hybrid-"):
         kw = dict(gibbs_steps=int(variant.split("-")[1]))
     else:
@@ -182,7 +185,7 @@ def kl_models(quick: bool, seed: int = 0) -> dict:
 
 def kl_table(args) -> list[dict]:
     models = kl_models(args.quick)
-    methods = ["sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
+    methods = args.methods or ["sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
     rows = []
     for name, model in models.items():
         p = exact_visible_distribution(model)
@@ -220,15 +223,17 @@ def _index_to_bits(idx: np.ndarray, n: int) -> np.ndarray:
 
 def ais_row(method: str, args, ds) -> dict:
     x = torch.as_tensor(ds.train)
-    rbm = RestrictedBoltzmannMachine(64, args.hidden, generator=torch.Generator().manual_seed(0))
+    seed = args.seed
+    rbm = RestrictedBoltzmannMachine(64, args.hidden,
+                                     generator=torch.Generator().manual_seed(seed))
     rbm.init_visible_bias(x)
-    sampler = make_sampler(method, 50, seed=0, topk_runs=args.topk_runs)
+    sampler = make_sampler(method, 50, seed=seed, topk_runs=args.topk_runs)
     clock = DeviceClock(sampler)
     history = fit(rbm, x, sampler, epochs=args.epochs, batch_size=50, lr=0.1, momentum=0.5,
-                  weight_decay=1e-4, seed=0)
+                  weight_decay=1e-4, seed=seed)
     ll = log_likelihood(rbm, ds.test, method="ais", num_chains=args.ais_chains,
-                        num_betas=args.ais_betas, data=ds.train, seed=0)
-    row = {"model": f"RBM 64x{args.hidden}", "sampler": method, "epochs": args.epochs,
+                        num_betas=args.ais_betas, data=ds.train, seed=seed)
+    row = {"model": f"RBM 64x{args.hidden}", "sampler": method, "epochs": args.epochs, "seed": seed,
            "test_log_likelihood": ll["log_likelihood"], "ais_stderr": ll["stderr"],
            "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
            "device_s_per_epoch": clock.device_s / args.epochs,
@@ -275,7 +280,10 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the digits RBM")
     p.add_argument("--epochs", type=int, default=None, help="digits epochs (default 20)")
     p.add_argument("--methods", nargs="*", default=None,
-                   help="rows of the AIS table (default: all); e.g. cd1 'cim hybrid-5'")
+                   help="rows of the tables (default: all); e.g. cd1 'cim hybrid-5'")
+    p.add_argument("--seed", type=int, default=0,
+                   help="AIS part: seed of the initial weights, batches, sampler and AIS (the data "
+                        "split stays seed 0)")
     p.add_argument("--topk-runs", type=int, default=2000, help="runs per Top-K job")
     p.add_argument("--reads", type=int, default=100, help="KL part: samples per call")
     p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 50)")
