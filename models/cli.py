@@ -33,7 +33,7 @@ DEFAULT_BATCH = {"qgan": 64, "qdiffusion": 128}
 DEFAULT_LR = {"rbm": 0.1, "qgan": 1e-3, "qdiffusion": 2e-3}
 #: Gibbs sweeps after every device sample (the hybrid sampler) on devices that run their own
 #: dynamics (no Boltzmann sampling mode, e.g. cim.emulator); docs/models.md has the measurements.
-HYBRID_GIBBS_STEPS = 5
+HYBRID_GIBBS_STEPS = 20
 LOG_EVERY = 100  # steps between log rows and checkpoints of qgan and qdiffusion
 
 #: Settings a resumed run may change; every other one must be the saved run's (they decide
