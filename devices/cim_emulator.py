@@ -154,6 +154,30 @@ class CIMEmulator(Device):
 
     # --- checks, all before any work ------------------------------------------------------
 
+    def check_problem(self, problem: Any) -> IsingProblem:
+        """The base checks, with a too-large error that names the profiles that fit."""
+        if isinstance(problem, IsingProblem):
+            try:
+                self._profile.check_problem(problem.n, problem.has_fields)
+            except emu.SpinLimitError as exc:
+                raise ProblemTooLargeError(self._too_large(problem, exc)) from None
+        return super().check_problem(problem)
+
+    def _too_large(self, problem: IsingProblem, exc: Exception) -> str:
+        fit = []
+        for name in emu.list_profiles():
+            prof = emu.get_profile(name)
+            try:
+                prof.check_problem(problem.n, problem.has_fields)
+            except emu.SpinLimitError:
+                continue
+            fit.append(f"{name} ({prof.max_spins or 'no'} spin limit)"
+                       if prof.max_spins is None else f"{name} ({prof.max_spins} spins)")
+        hint = (f"profiles that fit: {', '.join(fit)}; choose one with "
+                f"get_device('cim.emulator', profile=...) or `kpp sample FILE --device "
+                f"cim.emulator -o profile=NAME`") if fit else "no profile fits it"
+        return f"{exc}; {hint}"
+
     def _check_options(self, options: dict, problem: IsingProblem | None) -> dict:
         prof = self._get_profile(options["profile"])
         if prof.name != self._profile.name:
@@ -191,9 +215,7 @@ class CIMEmulator(Device):
         try:
             self._profile.check_problem(problem.n, problem.has_fields)
         except emu.SpinLimitError as exc:
-            raise ProblemTooLargeError(
-                f"{exc}; reduce the problem or use get_device('cim.emulator', profile='ideal') "
-                "(no spin limit)") from None
+            raise ProblemTooLargeError(self._too_large(problem, exc)) from None
         if options["output"] == "topk":
             runs = options["runs"] or self._profile.default_runs
             if num_reads > runs:

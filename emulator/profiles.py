@@ -132,7 +132,7 @@ class CIMParameters:
             tau, and resets when the run's H_best has not improved for cac_tau round trips.
         cfc_beta, cfc_alpha: CFC  z = xi*e*f,  e <- e*(1 - dtau*beta*(z^2 - alpha)).
         e_min, e_max: clip range of the error variables. Defaults 0.01, 100.
-        With feedback, use a fixed pump below the solitary threshold, p0 = p1 = 0.8
+        With feedback, use a fixed pump below the solitary threshold, p0 = p1 = 0.9
         (:meth:`with_feedback` sets it). AHC's final-round-trip readout is sensitive to these
         settings (the dynamics keeps escaping local minima); ``track_best`` is more robust.
 
@@ -394,7 +394,9 @@ class CIMParameters:
     def with_feedback(self, mode: str, **overrides) -> CIMParameters:
         """Switch amplitude control on with recommended settings (fixed pump below threshold).
 
-        ``"ahc"``/``"cac"``/``"cfc"``: p0 = p1 = 0.8 [A] (calibrated on the V3 instances; the doc
+        ``"ahc"``/``"cac"``/``"cfc"``: p0 = p1 = 0.9 [A] (tuned on the shipped MC50/SK1 n=100
+        instances once the error variables were capped at the stability bound, issue 15: at
+        0.8 the capped loop gain left CAC short of the ground on MC50 n=100 #2; the doc
         suggests 0.8-0.9); ``"none"``: 0 -> 1.2.
         Extra keyword arguments override.
         """
@@ -404,7 +406,7 @@ class CIMParameters:
         if mode == "none":
             base.update(p0=0.0, p1=1.2)
         else:
-            base.update(p0=0.8, p1=0.8)
+            base.update(p0=0.9, p1=0.9)
         base.update(overrides)
         return self.replace(**base)
 

@@ -133,8 +133,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     options = dict(_parse_option(o) for o in args.option)
     problem = IsingProblem.load(args.file)
-    device = get_device(args.device)
-    ss = device.sample(problem, num_reads=args.num_reads, seed=args.seed, **options)
+    # the options become the device's defaults: some fix its properties (cim.emulator's
+    # profile sets its spin limit), so they must be known before the size check
+    device = get_device(args.device, **options)
+    ss = device.sample(problem, num_reads=args.num_reads, seed=args.seed)
     best = ss.top_k(args.top)
     print(f"{args.file}: n={problem.n}  device={device.name}  reads={ss.num_reads}  "
           f"seed={ss.info['seed']}")

@@ -150,6 +150,27 @@ def test_too_large_problems_are_rejected_before_any_work():
     d.validate(IsingProblem.random_sk(550, seed=0, fields=True), 1)
     with pytest.raises(ProblemTooLargeError, match="2000"):
         CIMEmulator(profile="ntt-2000").submit(IsingProblem.random_sk(2001, seed=0))
+    # the too-large error names the profiles that fit (issue 15 item 6)
+    with pytest.raises(ProblemTooLargeError, match=r"profiles that fit: ideal .*ntt-2000"):
+        d.submit(IsingProblem.random_sk(551, seed=0))
+    with pytest.raises(ProblemTooLargeError, match=r"profiles that fit: ideal \(no spin limit\); choose"):
+        CIMEmulator(profile="ntt-2000").submit(IsingProblem.random_sk(2001, seed=0))
+
+
+def test_cli_sample_with_a_larger_profile(tmp_path, capsys):
+    """`kpp sample FILE --device cim.emulator -o profile=ntt-2000` takes an 800-spin problem
+    (the profile is a construction option: it sets the device's spin limit)."""
+    from kpp_sdk.cli import main
+
+    IsingProblem.random_sk(600, seed=1).save(tmp_path / "p.npz")
+    rc = main(["sample", str(tmp_path / "p.npz"), "--device", "cim.emulator", "-o",
+               "profile=ntt-2000", "-o", "round_trips=20", "--num-reads", "3"])
+    assert rc == 0
+    assert "n=600" in capsys.readouterr().out
+    rc = main(["sample", str(tmp_path / "p.npz"), "--device", "cim.emulator", "-o",
+               "round_trips=20", "--num-reads", "3"])
+    assert rc == 2
+    assert "profiles that fit" in capsys.readouterr().err
 
 
 def test_topk_num_reads_above_runs_is_rejected():
