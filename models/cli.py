@@ -230,6 +230,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {v}")
     if args.num_reads is not None and args.num_reads < 1:
         raise InvalidOptionError(f"--num-reads must be positive, got {args.num_reads}")
+    if args.gibbs_steps is not None and args.gibbs_steps < 0:
+        raise InvalidOptionError(f"--gibbs-steps must be 0 or more, got {args.gibbs_steps}")
+    if args.topk_runs is not None and args.topk_runs < 100:
+        raise InvalidOptionError(
+            f"--topk-runs must be at least 100 (the final samples are a Top-K of 100 states), "
+            f"got {args.topk_runs}")
 
 
 def _limit_threads(n: int) -> None:

@@ -309,3 +309,16 @@ def test_the_readme_main_job_meets_its_goals(tmp_path, capsys):
     dev, cd = runs["device"], runs["cd"]
     err = 3 * (dev["final_log_likelihood_stderr"] + cd["final_log_likelihood_stderr"])
     assert dev["final_test_log_likelihood"] >= cd["final_test_log_likelihood"] - err
+
+
+def test_bad_hybrid_and_topk_settings_fail_before_training(tmp_path, capsys):
+    for argv, message in [
+        (["--gibbs-steps", "-1"], "--gibbs-steps must be 0 or more"),
+        (["--topk-runs", "50"], "--topk-runs must be at least 100"),
+        (["--topk-runs", "200", "--device", "sa.cpu"], "output='topk'"),
+        (["--topk-runs", "200", "--num-reads", "300"], "topk_runs >= num_reads"),
+    ]:
+        argv = ["rbm", "--device", "cim.emulator", *argv, "--epochs", "1"]
+        code, _, err = _run(capsys, *argv, "--out", str(tmp_path / "x"))
+        assert code == 2 and message in err, (argv, err)
+        assert not (tmp_path / "x").exists()
