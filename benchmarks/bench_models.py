@@ -23,15 +23,16 @@ decay 1e-4), 50 samples per negative phase; test log-likelihood by AIS (3000 tem
 chains, base rates from the training data) with a 3-sigma error bar; seconds per epoch (median
 over epochs, wall, this process) and device seconds per epoch (the emulator's timing model).
 
-Samplers (``kpp_sdk.models.samplers``): CD-1 (``cdK``: CD-k); PCD-1 (50 chains); sa.cpu in Boltzmann sampling
-mode (persistent chains, 1 or 5 sweeps per job); cim.emulator as it comes (``cold``: knob 0,
-beta 1, no correction); ``thermostat`` (beta="estimate": the knob turned until the
-pseudo-likelihood beta of the samples is 1, no reweighting); ``thermostat+iw`` (plus importance
-resampling with exp((beta_hat - 1) E)); ``topk``: the cloud's de-duplicated Top-K of
-``--topk-runs`` runs per job, states resampled by their counts (the paper's method) or, ``topk+iw``,
-by exp(-E) (importance weights from the model energy); ``hybrid-k``: thermostat+iw states as
-the starts of k Gibbs sweeps in torch; ``random-start-k``: k Gibbs sweeps from uniformly random
-states (the hybrid's control: what its Gibbs sweeps do without the device).
+Samplers (``kpp_sdk.models.samplers``): CD-1 (``cdK``: CD-k); PCD-1 (50 chains); sa.cpu in Boltzmann
+sampling mode (persistent chains, 1 or 5 sweeps per job); cim.emulator as it comes (``cold``: knob
+0, beta 1, no correction); ``thermostat`` (beta="estimate": the knob turned until the pseudo-
+likelihood beta of the samples is 1, no reweighting); ``thermostat+iw`` (plus importance resampling
+with exp((beta_hat - 1) E)); ``topk``: the cloud's de-duplicated Top-K of ``--topk-runs`` runs per
+job, states resampled by their counts (the paper's method) or, ``topk+iw``, by exp(-E) (importance
+weights from the model energy); ``thermostat+topk+iw``: the same at the knob the thermostat turns
+(KL part; not a default row); ``hybrid-k``: thermostat+iw states as the starts of k Gibbs sweeps
+in torch; ``random-start-k``: k Gibbs sweeps from uniformly random states (the hybrid's control:
+what its Gibbs sweeps do without the device).
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ from kpp_sdk.models.samplers import (
 )
 
 EMULATOR_VARIANTS = ("cim cold", "cim thermostat", "cim thermostat+iw", "cim topk", "cim topk+iw",
-                     "cim hybrid-1", "cim hybrid-5")
+                     "cim hybrid-1", "cim hybrid-5", "cim hybrid-20")
+#: The hybrid's controls: the same Gibbs sweeps from uniform states, and CD-5.
+CONTROLS = ("random-start-5", "random-start-20", "cd5")
 
 
 def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
@@ -95,6 +98,8 @@ def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
         kw = dict(beta=1.0, topk_runs=topk_runs, reweight=False)
     elif variant == "topk+iw":
         kw = dict(beta=1.0, topk_runs=topk_runs)
+    elif variant == "thermostat+topk+iw":  # the knob turned by the thermostat, then Top-K
+        kw = dict(topk_runs=topk_runs)
     elif variant.startswith("hybrid-"):
         kw = dict(gibbs_steps=int(variant.split("-")[1]))
     else:
@@ -180,7 +185,7 @@ def kl_models(quick: bool, seed: int = 0) -> dict:
 
 def kl_table(args) -> list[dict]:
     models = kl_models(args.quick)
-    methods = ["sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
+    methods = args.methods or ["sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
     rows = []
     for name, model in models.items():
         p = exact_visible_distribution(model)
@@ -218,15 +223,17 @@ def _index_to_bits(idx: np.ndarray, n: int) -> np.ndarray:
 
 def ais_row(method: str, args, ds) -> dict:
     x = torch.as_tensor(ds.train)
-    rbm = RestrictedBoltzmannMachine(64, args.hidden, generator=torch.Generator().manual_seed(0))
+    seed = args.seed
+    rbm = RestrictedBoltzmannMachine(64, args.hidden,
+                                     generator=torch.Generator().manual_seed(seed))
     rbm.init_visible_bias(x)
-    sampler = make_sampler(method, 50, seed=0, topk_runs=args.topk_runs)
+    sampler = make_sampler(method, 50, seed=seed, topk_runs=args.topk_runs)
     clock = DeviceClock(sampler)
     history = fit(rbm, x, sampler, epochs=args.epochs, batch_size=50, lr=0.1, momentum=0.5,
-                  weight_decay=1e-4, seed=0)
+                  weight_decay=1e-4, seed=seed)
     ll = log_likelihood(rbm, ds.test, method="ais", num_chains=args.ais_chains,
-                        num_betas=args.ais_betas, data=ds.train, seed=0)
-    row = {"model": f"RBM 64x{args.hidden}", "sampler": method, "epochs": args.epochs,
+                        num_betas=args.ais_betas, data=ds.train, seed=seed)
+    row = {"model": f"RBM 64x{args.hidden}", "sampler": method, "epochs": args.epochs, "seed": seed,
            "test_log_likelihood": ll["log_likelihood"], "ais_stderr": ll["stderr"],
            "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
            "device_s_per_epoch": clock.device_s / args.epochs,
@@ -239,7 +246,7 @@ def ais_row(method: str, args, ds) -> dict:
 
 def ais_table(args) -> list[dict]:
     ds = load_dataset("digits", seed=0)
-    methods = args.methods or ["cd1", "pcd", "sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS]
+    methods = args.methods or ["cd1", "pcd", "sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS, *CONTROLS]
     print(f"\ndigits RBM 64x{args.hidden}, {args.epochs} epochs", file=sys.stderr)
     return [ais_row(m, args, ds) for m in methods]
 
@@ -273,10 +280,13 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the digits RBM")
     p.add_argument("--epochs", type=int, default=None, help="digits epochs (default 20)")
     p.add_argument("--methods", nargs="*", default=None,
-                   help="rows of the AIS table (default: all); e.g. cd1 'cim hybrid-5'")
+                   help="rows of the tables (default: all); e.g. cd1 'cim hybrid-5'")
+    p.add_argument("--seed", type=int, default=0,
+                   help="AIS part: seed of the initial weights, batches, sampler and AIS (the data "
+                        "split stays seed 0)")
     p.add_argument("--topk-runs", type=int, default=2000, help="runs per Top-K job")
     p.add_argument("--reads", type=int, default=100, help="KL part: samples per call")
-    p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 20)")
+    p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 50)")
     p.add_argument("--warm", type=int, default=None, help="KL part: calls to settle (default 20)")
     p.add_argument("--ais-chains", type=int, default=None)
     p.add_argument("--ais-betas", type=int, default=None)
@@ -284,7 +294,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     q = args.quick
     args.epochs = args.epochs or (3 if q else 20)
-    args.calls = args.calls or (5 if q else 20)
+    args.calls = args.calls or (5 if q else 50)
     args.warm = args.warm if args.warm is not None else (5 if q else 20)
     args.ais_chains = args.ais_chains or (50 if q else 200)
     args.ais_betas = args.ais_betas or (500 if q else 3000)

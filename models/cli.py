@@ -33,7 +33,7 @@ DEFAULT_BATCH = {"qgan": 64, "qdiffusion": 128}
 DEFAULT_LR = {"rbm": 0.1, "qgan": 1e-3, "qdiffusion": 2e-3}
 #: Gibbs sweeps after every device sample (the hybrid sampler) on devices that run their own
 #: dynamics (no Boltzmann sampling mode, e.g. cim.emulator); docs/models.md has the measurements.
-HYBRID_GIBBS_STEPS = 5
+HYBRID_GIBBS_STEPS = 20
 LOG_EVERY = 100  # steps between log rows and checkpoints of qgan and qdiffusion
 
 #: Settings a resumed run may change; every other one must be the saved run's (they decide
@@ -47,7 +47,7 @@ DESCRIPTION = """\
 Train a model whose Boltzmann machine a device samples; write its checkpoint, log and samples.
 
 examples:
-  kpp train rbm --dataset digits --device cim.emulator --epochs 3 --out runs/demo
+  kpp train rbm --dataset digits --device cim.emulator --epochs 5 --out runs/demo
   kpp train rbm --dataset digits --sampler pcd --epochs 3 --out runs/pcd
   kpp train bm --dataset bas --hidden 4 --epochs 200 --batch-size 14 --out runs/bm
   kpp train dbn --dataset digits --hidden 64,32 --epochs 5 --out runs/dbn
@@ -230,6 +230,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {v}")
     if args.num_reads is not None and args.num_reads < 1:
         raise InvalidOptionError(f"--num-reads must be positive, got {args.num_reads}")
+    if args.gibbs_steps is not None and args.gibbs_steps < 0:
+        raise InvalidOptionError(f"--gibbs-steps must be 0 or more, got {args.gibbs_steps}")
+    if args.topk_runs is not None and args.topk_runs < 100:
+        raise InvalidOptionError(
+            f"--topk-runs must be at least 100 (the final samples are a Top-K of 100 states), "
+            f"got {args.topk_runs}")
 
 
 def _limit_threads(n: int) -> None:

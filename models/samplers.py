@@ -496,8 +496,10 @@ class BoltzmannSampler(ModelSampler):
                     "states; use topk_runs >= num_reads")
             device_options = {**device_options, "output": "topk", "runs": self.topk_runs}
         self.device_options = self._checked_options(device_options)
-        self.clamped_options = (self.device_options if clamped_options is None
-                                else self._checked_options(clamped_options))
+        if clamped_options is None:  # clamped jobs sample p(h | v): no Top-K there
+            clamped_options = {k: v for k, v in self.device_options.items()
+                               if self.topk_runs is None or k not in ("output", "runs")}
+        self.clamped_options = self._checked_options(clamped_options)
         if executor is None and not self.device.properties.is_remote:
             executor = InlineExecutor()
         self.executor = executor

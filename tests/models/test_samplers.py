@@ -425,3 +425,12 @@ def test_topk_and_hybrid_options_are_checked_at_construction():
         BoltzmannSampler("cim.emulator", num_reads=10, topk_runs=100, output="topk")
     with pytest.raises(InvalidOptionError, match="gibbs_steps"):
         BoltzmannSampler("sa.cpu", num_reads=10, gibbs_steps=-1)
+
+
+def test_topk_leaves_the_clamped_jobs_of_a_bm_with_hidden_units_as_samples():
+    bm = BoltzmannMachine(4, 2, generator=_g(0))
+    s = BoltzmannSampler("cim.emulator", num_reads=10, beta=1.0, topk_runs=100, seed=0,
+                         round_trips=50)
+    assert "output" not in s.clamped_options
+    pos = s.positive(bm, torch.ones(3, 4))
+    assert pos.shape == (3, 6) and s.negative(bm).shape == (10, 6)

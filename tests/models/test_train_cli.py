@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import kpp_sdk.registry
 from kpp_sdk import Device, DeviceProperties
@@ -274,3 +275,50 @@ def test_the_final_samples_are_drawn_at_the_temperature_learned_in_training():
     final = _generation_sampler(args, device, trained)
     assert final is not trained and final.num_reads == 100
     assert (final.knob, final.beta) == (0.31, 0.9)
+
+
+def test_devices_without_a_sampling_mode_get_the_hybrid_by_default():
+    from kpp_sdk.models.cli import HYBRID_GIBBS_STEPS, _device_sampler, _train_parser
+
+    parser = _train_parser()
+    for argv, name, steps in ((["rbm"], "cim.emulator", HYBRID_GIBBS_STEPS),
+                              (["rbm"], "sa.cpu", 0),
+                              (["rbm", "--gibbs-steps", "0"], "cim.emulator", 0),
+                              (["rbm", "--gibbs-steps", "2"], "sa.cpu", 2)):
+        args = parser.parse_args(argv)
+        s = _device_sampler(args, kpp_sdk.registry.get_device(name), 20, sweeps=1, seed=0)
+        assert s.gibbs_steps == steps, (argv, name)
+        assert ("hybrid" in repr(s)) == bool(steps)
+
+
+@pytest.mark.slow
+def test_the_readme_main_job_meets_its_goals(tmp_path, capsys):
+    """README command 1 (issue 16): 100 samples drawn through the emulator are varied and
+    recognisable digits, and the test log-likelihood is at least CD-1's with the same epochs
+    (within its 3-sigma AIS error)."""
+    runs = {}
+    for sampler in ("device", "cd"):
+        out = tmp_path / sampler
+        code, _, err = _run(capsys, "rbm", "--dataset", "digits", "--device", "cim.emulator",
+                            "--epochs", "5", "--sampler", sampler, "--out", str(out))
+        assert code == 0, err
+        runs[sampler] = _log(out)["result"]
+    q = runs["device"]["sample_quality"]
+    assert "hybrid" in q["drawn_by"]
+    assert q["classes"] >= 8 and q["distinct_samples"] >= 80 and q["confidence"] >= 0.7
+    dev, cd = runs["device"], runs["cd"]
+    err = 3 * (dev["final_log_likelihood_stderr"] + cd["final_log_likelihood_stderr"])
+    assert dev["final_test_log_likelihood"] >= cd["final_test_log_likelihood"] - err
+
+
+def test_bad_hybrid_and_topk_settings_fail_before_training(tmp_path, capsys):
+    for argv, message in [
+        (["--gibbs-steps", "-1"], "--gibbs-steps must be 0 or more"),
+        (["--topk-runs", "50"], "--topk-runs must be at least 100"),
+        (["--topk-runs", "200", "--device", "sa.cpu"], "output='topk'"),
+        (["--topk-runs", "200", "--num-reads", "300"], "topk_runs >= num_reads"),
+    ]:
+        argv = ["rbm", "--device", "cim.emulator", *argv, "--epochs", "1"]
+        code, _, err = _run(capsys, *argv, "--out", str(tmp_path / "x"))
+        assert code == 2 and message in err, (argv, err)
+        assert not (tmp_path / "x").exists()
