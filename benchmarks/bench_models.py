@@ -284,7 +284,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0,
                    help="AIS part: seed of the initial weights, batches, sampler and AIS (the data "
                         "split stays seed 0)")
-    p.add_argument("--topk-runs", type=int, default=2000, help="runs per Top-K job")
+    p.add_argument("--topk-runs", type=int, default=None,
+                   help="runs per Top-K job (default 2000; --quick: 200)")
     p.add_argument("--reads", type=int, default=100, help="KL part: samples per call")
     p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 50)")
     p.add_argument("--warm", type=int, default=None, help="KL part: calls to settle (default 20)")
@@ -294,6 +295,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     q = args.quick
     args.epochs = args.epochs or (3 if q else 20)
+    args.topk_runs = args.topk_runs or (200 if q else 2000)
     args.calls = args.calls or (5 if q else 50)
     args.warm = args.warm if args.warm is not None else (5 if q else 20)
     args.ais_chains = args.ais_chains or (50 if q else 200)

@@ -652,16 +652,7 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
     from kpp_sdk.errors import InvalidOptionError
     from kpp_sdk.registry import get_device
 
-    from . import (
-        BoltzmannMachine,
-        DeepBeliefNetwork,
-        RestrictedBoltzmannMachine,
-        fine_tune_classifier,
-        fit,
-        fit_dbn,
-        load_checkpoint,
-        make_optimizer,
-    )
+    from . import fine_tune_classifier, fit, fit_dbn, make_optimizer
     from .datasets import load_dataset
 
     sizes = _hidden_sizes(args)
@@ -675,20 +666,7 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
 
     ds = load_dataset(args.dataset, seed=args.seed, root=args.data_dir)
     V = ds.num_visible
-    if args.model == "rbm":
-        model = RestrictedBoltzmannMachine(V, sizes[0], generator=gen).to(tdev)
-    elif args.model == "bm":
-        model = BoltzmannMachine(V, sizes[0], generator=gen).to(tdev)
-    else:
-        model = DeepBeliefNetwork([V, *sizes], generator=gen).to(tdev)
-    if args.resume:
-        load_checkpoint(args.resume, model)
-        if run.training is None:
-            print(f"kpp train: {args.resume} holds no training state; starting a new run from "
-                  "its weights", file=sys.stderr)
-    else:
-        first = model.rbms[0] if args.model == "dbn" else model
-        first.init_visible_bias(torch.as_tensor(ds.train))
+    model = _new_boltzmann_model(args, run, ds, sizes, gen, tdev)
     device = get_device(args.device) if args.sampler == "device" else None
     num_reads = args.num_reads or args.batch_size
     sampler = _sampler(args, device, num_reads)
@@ -758,15 +736,7 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
         label = sampler.device.name if device is not None else args.sampler
         curves[f"{args.model} / {label}"] = history
 
-    # samples for the figure
-    gen_sampler = _generation_sampler(args, device, sampler)
-    t0 = time.perf_counter()
-    if args.model == "dbn":  # the figure shows p(v = 1 | h1), smoother than the binary samples
-        binary, images = model.generate(100, gen_sampler)
-    else:
-        binary = images = gen_sampler.sample(model, 100)[:, :V]
-    images, binary = images.detach().cpu().numpy(), binary.detach().cpu().numpy()
-    sample_s = time.perf_counter() - t0
+    gen_sampler, binary, images, sample_s = _final_samples(args, device, sampler, model, V)
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt = run.save(model, run.last_loop, complete=True)
@@ -781,20 +751,7 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
         result["sample_quality"] = _digit_quality(binary, ds.train, ds.train_labels, ds.test,
                                                   ds.test_labels)
         result["sample_quality"]["drawn_by"] = _drawn_by(gen_sampler, args)
-    train_epochs = [r for r in history if r.get("epoch", 0) > 0 and "seconds" in r]
-    last_ll = next((r for r in reversed(history) if "test_log_likelihood" in r), None)
-    result.update({
-        "final_test_log_likelihood": None if last_ll is None else last_ll["test_log_likelihood"],
-        "final_log_likelihood_stderr": (None if last_ll is None
-                                        else last_ll["log_likelihood_stderr"]),
-        "eval_method": None if last_ll is None else last_ll["eval_method"],
-        "train_seconds": sum(r["seconds"] for r in train_epochs),
-        "seconds_per_epoch": (sum(r["seconds"] for r in train_epochs) / len(train_epochs)
-                              if train_epochs else None),
-        "eval_seconds": eval_s[0],
-        "sample_seconds": sample_s,
-        "total_seconds": time.perf_counter() - t_start,
-    })
+    result.update(_summary(history, eval_s[0], sample_s, t_start))
     files = {"checkpoint": ckpt.name, "samples": "samples.png", "samples_array": "samples.npy",
              "loglik": "loglik.png"}
     _write_log(out, {
@@ -805,6 +762,68 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
         "device": None if device is None else {"name": device.name,
                                                 "max_spins": device.properties.max_spins},
         "history": history, "result": result, "files": files})
+    _print_result(result, out, files)
+    return 0
+
+
+def _new_boltzmann_model(args, run: _Run, ds, sizes: list[int], gen, tdev):
+    """The model of ``kpp train rbm|bm|dbn``: new (visible biases from the data) or with the
+    weights of ``--resume``'s checkpoint."""
+    import torch
+
+    from . import BoltzmannMachine, DeepBeliefNetwork, RestrictedBoltzmannMachine, load_checkpoint
+
+    V = ds.num_visible
+    if args.model == "rbm":
+        model = RestrictedBoltzmannMachine(V, sizes[0], generator=gen).to(tdev)
+    elif args.model == "bm":
+        model = BoltzmannMachine(V, sizes[0], generator=gen).to(tdev)
+    else:
+        model = DeepBeliefNetwork([V, *sizes], generator=gen).to(tdev)
+    if args.resume:
+        load_checkpoint(args.resume, model)
+        if run.training is None:
+            print(f"kpp train: {args.resume} holds no training state; starting a new run from "
+                  "its weights", file=sys.stderr)
+    else:
+        first = model.rbms[0] if args.model == "dbn" else model
+        first.init_visible_bias(torch.as_tensor(ds.train))
+    return model
+
+
+def _final_samples(args, device, sampler, model, num_visible: int):
+    """The 100 samples of the figure, drawn by the training sampler's kind at its learned
+    temperature: ``(sampler, binary, images, seconds)`` (a dbn's images are ``p(v = 1 | h1)``,
+    smoother than its binary samples)."""
+    gen_sampler = _generation_sampler(args, device, sampler)
+    t0 = time.perf_counter()
+    if args.model == "dbn":
+        binary, images = model.generate(100, gen_sampler)
+    else:
+        binary = images = gen_sampler.sample(model, 100)[:, :num_visible]
+    images, binary = images.detach().cpu().numpy(), binary.detach().cpu().numpy()
+    return gen_sampler, binary, images, time.perf_counter() - t0
+
+
+def _summary(history: list[dict], eval_s: float, sample_s: float, t_start: float) -> dict:
+    """The final test log-likelihood and the run's times, for ``log.json``'s result."""
+    train_epochs = [r for r in history if r.get("epoch", 0) > 0 and "seconds" in r]
+    last_ll = next((r for r in reversed(history) if "test_log_likelihood" in r), None)
+    return {
+        "final_test_log_likelihood": None if last_ll is None else last_ll["test_log_likelihood"],
+        "final_log_likelihood_stderr": (None if last_ll is None
+                                        else last_ll["log_likelihood_stderr"]),
+        "eval_method": None if last_ll is None else last_ll["eval_method"],
+        "train_seconds": sum(r["seconds"] for r in train_epochs),
+        "seconds_per_epoch": (sum(r["seconds"] for r in train_epochs) / len(train_epochs)
+                              if train_epochs else None),
+        "eval_seconds": eval_s,
+        "sample_seconds": sample_s,
+        "total_seconds": time.perf_counter() - t_start,
+    }
+
+
+def _print_result(result: dict, out: Path, files: dict) -> None:
     ll = result["final_test_log_likelihood"]
     ll_text = "n/a" if ll is None else (
         f"{ll:.4f}" + (f" ± {3 * result['final_log_likelihood_stderr']:.4f} (AIS, 3σ)"
@@ -818,7 +837,6 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
     print(f"time: {result['total_seconds']:.1f} s total"
           + (f", {spe:.2f} s per training epoch" if spe else ""))
     print("wrote " + ", ".join(str(out / f) for f in files.values()))
-    return 0
 
 
 # --- hybrid generative models ------------------------------------------------------------------
