@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from .coupling import ising_energy, spectral_bounds, validate_problem
 from .errors import ParameterError
@@ -276,25 +275,31 @@ def temperature_knob(
     sigma_add = hot_sigma_add. In between, both move linearly:
         p1(t) = p1 + t (p_th - p1),   sigma_add(t) = sigma_add + t (hot_sigma_add - sigma_add).
     Lower p1 (smaller amplitudes A, beta_eff ~ xi A^2 / D) and more noise D both heat.
-    p_th is the map's coupled threshold 1 - ln(1 + dtau xi lambda_max)/dtau (pass it, or pass
-    J (and h) to compute it). A larger t gives a smaller beta_eff (checked in the V6 tests).
+    p_th is the map's coupled threshold 1 - ln(1 + dtau xi lambda_max)/dtau with the reference
+    gain xi = xi0/rho (rho the spectral radius; pass p_th, or pass J (and h) to compute it). A
+    larger t gives a smaller beta_eff (checked in the V6 tests).
+
+    The knob's scale keeps the spectral-radius gain on purpose. With the problem-aware gain
+    (:func:`~kpp_sdk.emulator.coupling.feedback_gain`) the emulator's actual threshold is lower,
+    so t = 1 here stays above it, in the bifurcating regime. Scaling the knob to the actual
+    threshold (t = 1 right at it) made the thermostat of
+    :class:`~kpp_sdk.models.samplers.BoltzmannSampler` overshoot into the noise: the README's
+    main job with the emulator alone (``--gibbs-steps 0``, seed 0) fell from -20.89 to -25.75
+    test log-likelihood.
     """
     if not (isinstance(t, (int, float)) and 0.0 <= t <= 1.0):
         raise ParameterError("t", t, "0 <= t <= 1")
     if p_threshold is None:
         if J is None:
             raise ParameterError("p_threshold", None, "a threshold or J to compute it")
-        from .coupling import augment_with_ancilla, bulk_edge, feedback_gain
+        from .coupling import augment_with_ancilla
 
         Jv, hv = validate_problem(J, h)
         M = augment_with_ancilla(Jv, hv) if hv is not None else Jv
         lmin, lmax = spectral_bounds(M)
-        # the emulator's gain and self-feedback (coupling.feedback_gain): at the end of the
-        # ramp the top mode grows with lambda_max + delta
-        data = M.data if sp.issparse(M) else M
-        absmax = float(np.max(np.abs(data))) if data.size else 0.0
-        xi, delta = feedback_gain(params, lmin, lmax, absmax, bulk_edge(M))
-        c = params.dtau * xi * (lmax + delta)
+        rho = max(abs(lmin), abs(lmax))
+        xi = params.xi0 / rho if rho > 0 else 0.0
+        c = params.dtau * xi * lmax
         p_threshold = 1.0 - math.log1p(c) / params.dtau
     p1 = params.p1 + t * (p_threshold - params.p1)
     s = params.sigma_add + t * (hot_sigma_add - params.sigma_add)
