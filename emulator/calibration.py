@@ -38,6 +38,7 @@ __all__ = [
     "estimate_beta",
     "sample_quality",
     "spins_to_index",
+    "success_probabilities",
     "temperature_knob",
 ]
 
@@ -426,6 +427,23 @@ def _median_groups(measurements):
     return groups
 
 
+def success_probabilities(profile, problems, ground_energies, *, runs: int, seed: int = 0,
+                          engine: str = "auto", tol: float = 1e-6, progress=None) -> np.ndarray:
+    """Per-run success probability of each problem on ``profile``: ``runs`` runs of problem
+    ``i`` with seed ``seed + i``; a run succeeds when its final energy, the problem's offset
+    included, is within ``tol`` of ``ground_energies[i]``. ``progress(i, p_i)`` after each."""
+    from .physics import sample
+
+    out = np.empty(len(problems))
+    for i, (prob, e0) in enumerate(zip(problems, ground_energies)):
+        h = prob.h if prob.has_fields else None
+        res = sample(profile, prob.J, h, runs=runs, seed=seed + i, engine=engine)
+        out[i] = float(np.mean(res.energies + prob.offset <= e0 + tol))
+        if progress is not None:
+            progress(i, out[i])
+    return out
+
+
 def fit_profile(
     profile,
     measurements,
@@ -460,8 +478,6 @@ def fit_profile(
     the first improving move kept; when a sweep improves nothing ``step`` is square-rooted, down
     to ``min_step`` or until ``max_evals`` evaluations were spent.
     """
-    from .physics import sample
-
     if not params:
         raise ParameterError("params", params, "at least one {name: (lo, hi)} to fit")
     bounds = {}
@@ -488,9 +504,7 @@ def fit_profile(
         profile.replace(**{name: lo})  # validates the name and the bounds
         profile.replace(**{name: hi})
     problems = [m.problem() for m in ms]
-    Js = [pr.J for pr in problems]
-    hs = [pr.h if pr.has_fields else None for pr in problems]
-    offsets = [float(pr.offset) for pr in problems]
+    grounds = [m.ground_energy for m in ms]
     measured = np.array([float(m.p) for m in ms])
     groups = _median_groups(ms)
     floor = 0.5 / runs
@@ -501,11 +515,8 @@ def fit_profile(
         key = tuple(round(values[k], 12) for k in bounds)
         if key in cache:
             return cache[key]
-        prof = profile.replace(**values)
-        p = np.empty(len(ms))
-        for i, (J, h, off, m) in enumerate(zip(Js, hs, offsets, ms)):
-            res = sample(prof, J, h, runs=runs, seed=seed + i, engine=engine)
-            p[i] = float(np.mean(res.energies + off <= m.ground_energy + 1e-6))
+        p = success_probabilities(profile.replace(**values), problems, grounds, runs=runs,
+                                  seed=seed, engine=engine)
         loss, rows = 0.0, []
         for (cls, n), idx in sorted(groups.items()):
             hw = max(float(np.median(measured[idx])), floor)

@@ -202,18 +202,14 @@ def emulate(profile, rows, *, runs: int = 1000, seed: int = 0, progress=None, **
     """Emulated success probability of every measured instance: ``runs`` runs of ``profile``
     (a name or :class:`~kpp_sdk.emulator.HardwareProfile`, with ``overrides``), seed
     ``seed + row index``. Returns an array of P, in the order of ``rows``."""
-    from kpp_sdk.emulator import get_profile, sample
+    from kpp_sdk.emulator import get_profile
+    from kpp_sdk.emulator.calibration import success_probabilities
 
-    prof = get_profile(profile, **overrides)
-    out = np.empty(len(rows))
-    for i, m in enumerate(rows):
-        prob = m.problem()
-        res = sample(prof, prob.J, prob.h if prob.has_fields else None, runs=runs, seed=seed + i)
-        energies = res.energies + prob.offset
-        out[i] = float(np.mean(energies <= m.ground_energy + ENERGY_TOL))
-        if progress is not None:
-            progress(i, m, out[i])
-    return out
+    rows = list(rows)
+    return success_probabilities(
+        get_profile(profile, **overrides), [m.problem() for m in rows],
+        [m.ground_energy for m in rows], runs=runs, seed=seed, tol=ENERGY_TOL,
+        progress=None if progress is None else (lambda i, p: progress(i, rows[i], p)))
 
 
 def _ranks(x) -> np.ndarray:
