@@ -578,8 +578,6 @@ class _Simulation:
             x = np.concatenate([r_[0] for r_ in results])
             y = np.concatenate([r_[1] for r_ in results])
             best_S = np.concatenate([r_[2] for r_ in results]) if track_best else None
-        K = params.round_trips
-        traj_k = [0] + [k + 1 for k in range(K) if (k + 1) % self.record_every == 0 or k == K - 1]
         S = to_numpy(_sign(xp, x, np.int8)).astype(np.int8)
         n = prob.n
         amps = to_numpy(x) if return_amplitudes else None
@@ -615,6 +613,9 @@ class _Simulation:
             info=self._info(t_start),
         )
         if self.rec_idx is not None:
+            K = params.round_trips
+            traj_k = [0] + [k + 1 for k in range(K)
+                            if (k + 1) % self.record_every == 0 or k == K - 1]
             full = np.empty((len(traj_k), self.rec_idx.size, self.Nt), dtype=self.dt)
             for (a0, b0), res_ in zip(bounds, results):
                 sel = np.nonzero((self.rec_idx >= a0) & (self.rec_idx < b0))[0]
