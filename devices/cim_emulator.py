@@ -266,6 +266,7 @@ class CIMEmulator(Device):
                                cancel_check=ctx.cancelled)
         except emu.ProblemError as exc:  # IsingProblem validated already; keep the hierarchy
             raise ProblemError(str(exc)) from None
+        res = emu.lose_shots(self._profile, res, J, h, seed=seed)
         spins = res.best_spins if options["track_best"] else res.spins
         occ = None
         if topk:

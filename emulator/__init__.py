@@ -32,7 +32,7 @@ from .calibration import (
 )
 from .coupling import ising_energy, quantize_couplings, spectral_bounds
 from .errors import EmulatorError, ParameterError, ProblemError, SpinLimitError, UnknownProfileError
-from .physics import CIMResult, coupled_threshold, numba_available, sample, simulate
+from .physics import CIMResult, coupled_threshold, lose_shots, numba_available, sample, simulate
 from .profiles import (
     COUPLING_NORMS,
     FEEDBACK_MODES,
@@ -86,6 +86,7 @@ __all__ = [
     "numba_available",
     "quantize_couplings",
     "round_trip_time",
+    "lose_shots",
     "sample",
     "sample_quality",
     "simulate",

@@ -61,7 +61,7 @@ from .coupling import PreparedProblem, ising_energy, prepare_problem
 from .errors import ParameterError
 from .profiles import CIMParameters, HardwareProfile, check_problem
 
-__all__ = ["CIMResult", "coupled_threshold", "numba_available", "sample", "simulate"]
+__all__ = ["CIMResult", "coupled_threshold", "lose_shots", "numba_available", "sample", "simulate"]
 
 
 #: numba's parallel kernels must not be launched from several Python threads at once with some
@@ -902,19 +902,56 @@ def sample(
     has_field = h is not None and bool(np.any(np.asarray(h) != 0))
     check_problem(prof, n, has_field)
     runs = prof.default_runs if runs is None else runs
+    # one integer seed for the simulation and the shot losses (an int passes through unchanged)
+    base = int(seed) if isinstance(seed, (int, np.integer)) else seed_to_int(seed)
     res = simulate(
         J,
         h,
         prof.cim,
         runs=runs,
-        seed=seed,
+        seed=base,
         xp=xp,
         engine=engine,
         track_best=track_best,
         record_runs=record_runs,
     )
+    res = lose_shots(prof, res, J, h, seed=base)
     res.info["profile"] = prof.name
     res.info["device_time_s"] = device_time(
         prof, n, runs, prof.cim.round_trips, has_field=has_field
     )
+    return res
+
+
+def lose_shots(profile: HardwareProfile, res: CIMResult, J, h=None, *, seed) -> CIMResult:
+    """Apply ``profile.shot_loss`` to a result of :func:`simulate` on that profile (in place).
+
+    The runs go ``copies_per_shot`` at a time (one run per shot without ``parallel_copies``),
+    in order. Each shot is lost with probability ``shot_loss``, drawn from a stream of ``seed``
+    separate from the simulation's: its feedback never reached the pulses, so they bifurcated
+    uncoupled, each to a sign set by its own vacuum fluctuation, and every run in it reads
+    independent uniform spins (with a field too: the ancilla is a pulse like the others).
+    ``spins``, ``energies`` and the best-so-far (an uncoupled run has nothing better to
+    remember than where its pulses froze) of those runs are replaced; recorded trajectories
+    and amplitudes stay those of the coupled runs. ``info["lost_runs"]`` lists the runs.
+    """
+    from .timing import copies_per_shot
+
+    q = float(profile.shot_loss)
+    if q <= 0.0:
+        return res
+    R, n = res.spins.shape
+    has_field = h is not None and bool(np.any(np.asarray(h) != 0))
+    c = copies_per_shot(profile, n, has_field)
+    rng = np.random.default_rng([seed_to_int(seed), 0x5_407_1055])
+    lost_shot = rng.random(-(-R // c)) < q
+    lost = np.flatnonzero(np.repeat(lost_shot, c)[:R])
+    if lost.size:
+        s = np.where(rng.random((lost.size, n)) < 0.5, -1, 1).astype(res.spins.dtype)
+        e = ising_energy(J, h, s)
+        res.spins[lost], res.energies[lost] = s, e
+        if res.best_spins is not None:
+            res.best_spins[lost], res.best_energies[lost] = s, e
+    res.info["lost_runs"] = lost
+    res.info["shot_loss"] = q
     return res

@@ -450,6 +450,10 @@ class HardwareProfile:
         copies are independent runs and a task of R runs takes ceil(R / copies) shots of the
         ring (:func:`kpp_sdk.emulator.timing.copies_per_shot`). False: one run per shot.
         ntt-2000: True (the run counts of Hamerly 2019 are multiples of floor(2000/N)).
+    shot_loss: probability that a shot of the ring is lost: the FPGA's feedback does not reach
+        the pulses of that shot, so they bifurcate uncoupled and every run (copy) in it reads
+        independent, uniformly random spins (:func:`kpp_sdk.emulator.physics.lose_shots`).
+        Default 0. ntt-2000: fitted (see its entry in PROFILES).
     cim: default :class:`CIMParameters` of the machine.
     """
 
@@ -464,6 +468,7 @@ class HardwareProfile:
     reset_round_trips: int = 20
     default_runs: int = 2000
     parallel_copies: bool = False
+    shot_loss: float = 0.0
     cim: CIMParameters = field(default_factory=CIMParameters)
 
     def __post_init__(self):
@@ -520,6 +525,12 @@ class HardwareProfile:
             self.parallel_copies,
             isinstance(self.parallel_copies, bool),
             "True or False",
+        )
+        _check(
+            "shot_loss",
+            self.shot_loss,
+            _finite(self.shot_loss) and 0.0 <= self.shot_loss < 1.0,
+            "a probability 0 <= shot_loss < 1",
         )
         if not isinstance(self.cim, CIMParameters):
             raise ParameterError("cim", self.cim, "a CIMParameters instance")
