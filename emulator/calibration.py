@@ -430,14 +430,16 @@ def _median_groups(measurements):
 def success_probabilities(profile, problems, ground_energies, *, runs: int, seed: int = 0,
                           engine: str = "auto", tol: float = 1e-6, progress=None) -> np.ndarray:
     """Per-run success probability of each problem on ``profile``: ``runs`` runs of problem
-    ``i`` with seed ``seed + i``; a run succeeds when its final energy, the problem's offset
-    included, is within ``tol`` of ``ground_energies[i]``. ``progress(i, p_i)`` after each."""
+    ``i`` (an int, or one per problem) with seed ``seed + i``; a run succeeds when its final
+    energy, the problem's offset included, is within ``tol`` of ``ground_energies[i]``.
+    ``progress(i, p_i)`` after each."""
     from .physics import sample
 
     out = np.empty(len(problems))
+    per = np.broadcast_to(np.asarray(runs, dtype=np.int64), (len(problems),))
     for i, (prob, e0) in enumerate(zip(problems, ground_energies)):
         h = prob.h if prob.has_fields else None
-        res = sample(profile, prob.J, h, runs=runs, seed=seed + i, engine=engine)
+        res = sample(profile, prob.J, h, runs=int(per[i]), seed=seed + i, engine=engine)
         out[i] = float(np.mean(res.energies + prob.offset <= e0 + tol))
         if progress is not None:
             progress(i, out[i])

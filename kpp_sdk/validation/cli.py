@@ -106,7 +106,8 @@ def add_validate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--per-n", type=int, default=None,
                    help="use the first K instances of each (class, N) (default: all)")
     p.add_argument("--runs", type=int, default=1000,
-                   help="emulated runs per instance (--suite families: per instance and mode)")
+                   help="emulated runs per instance, raised to 20 shots where a shot holds "
+                   "several copies (--suite families: per instance and mode)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="override a profile parameter, e.g. -p sigma_add=0.1 -p xi0=0.8 "
                         "(repeatable; any CIMParameters field, docs/cim-physics.md)")
@@ -156,7 +157,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not rows:
         raise InvalidOptionError("no measured instance is left after --classes/--max-n/--per-n")
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{len(rows)} instances from {tag}; profile {args.profile}, {args.runs} runs each")
+    print(f"{len(rows)} instances from {tag}; profile {args.profile}, {args.runs} runs each "
+          "(at least 20 shots of the ring)")
     t0, t_cpu = time.perf_counter(), time.process_time()
     if overrides:
         print("profile overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))

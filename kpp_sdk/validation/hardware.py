@@ -198,17 +198,25 @@ def select(rows, *, ns=None, per_n: int | None = None, max_n: int | None = None)
     return out
 
 
-def emulate(profile, rows, *, runs: int = 1000, seed: int = 0, progress=None, **overrides):
+def emulate(profile, rows, *, runs: int = 1000, seed: int = 0, min_shots: int = 20,
+            progress=None, **overrides):
     """Emulated success probability of every measured instance: ``runs`` runs of ``profile``
     (a name or :class:`~kpp_sdk.emulator.HardwareProfile`, with ``overrides``), seed
-    ``seed + row index``. Returns an array of P, in the order of ``rows``."""
+    ``seed + row index``, and at least ``min_shots`` shots of the ring per instance (a profile
+    with ``parallel_copies`` runs floor(2000/N) copies per shot, and its shot loss takes whole
+    shots: 400 runs of a 10-spin problem are 2 shots, too few to estimate P). Returns an array
+    of P, in the order of ``rows``."""
     from kpp_sdk.emulator import get_profile
     from kpp_sdk.emulator.calibration import success_probabilities
+    from kpp_sdk.emulator.timing import copies_per_shot
 
     rows = list(rows)
+    prof = get_profile(profile, **overrides)
+    problems = [m.problem() for m in rows]
+    per = [max(int(runs), int(min_shots) * copies_per_shot(prof, p.n, p.has_fields))
+           for p in problems]
     return success_probabilities(
-        get_profile(profile, **overrides), [m.problem() for m in rows],
-        [m.ground_energy for m in rows], runs=runs, seed=seed, tol=ENERGY_TOL,
+        prof, problems, [m.ground_energy for m in rows], runs=per, seed=seed, tol=ENERGY_TOL,
         progress=None if progress is None else (lambda i, p: progress(i, rows[i], p)))
 
 

@@ -24,7 +24,8 @@ from kpp_sdk.emulator import get_profile, sample
 N = 2000
 TARGET = -60278.0
 #: The 2016 WK2000 operating point (see the module doc).
-NTT_2016 = dict(coupling_norm="radius", xi0=0.6, sigma_add=0.18, ramp_fraction=0.8)
+NTT_2016 = dict(coupling_norm="radius", xi0=0.6, sigma_add=0.18, ramp_fraction=0.8,
+                round_trips=1000, shot_loss=0.0)
 
 
 def wk2000_like(seed: int = 20001) -> np.ndarray:
