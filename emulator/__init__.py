@@ -34,6 +34,7 @@ from .coupling import ising_energy, quantize_couplings, spectral_bounds
 from .errors import EmulatorError, ParameterError, ProblemError, SpinLimitError, UnknownProfileError
 from .physics import CIMResult, coupled_threshold, lose_shots, numba_available, sample, simulate
 from .profiles import (
+    CAC_VARIANTS,
     COUPLING_NORMS,
     FEEDBACK_MODES,
     PROFILES,
@@ -54,6 +55,7 @@ from .timing import (
 )
 
 __all__ = [
+    "CAC_VARIANTS",
     "COUPLING_NORMS",
     "FEEDBACK_MODES",
     "PROFILES",

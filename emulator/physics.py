@@ -104,6 +104,8 @@ class CIMResult:
         ``params.track_quadrature``; else None.
     trajectories: (n_records, n_recorded_runs, N_total) amplitudes x, raw (not gauge-fixed;
         the last column is the ancilla when there is a field), when ``record_runs``; else None.
+    error_trajectories: the error variables e of the recorded runs at the same records, with
+        amplitude control (``feedback`` not "none"); else None.
     trajectory_runs: indices of the recorded runs. trajectory_round_trips: round-trip count of
         each record (0 = initial state).
     info: dict with xi, spectral radius, eigenvalue bounds, coupling scale and quantisation
@@ -118,6 +120,7 @@ class CIMResult:
     final_amplitudes: np.ndarray | None = None
     final_quadratures: np.ndarray | None = None
     trajectories: np.ndarray | None = None
+    error_trajectories: np.ndarray | None = None
     trajectory_runs: np.ndarray | None = None
     trajectory_round_trips: np.ndarray | None = None
     info: dict = field(default_factory=dict)
@@ -134,6 +137,13 @@ def _resolve_engine(
             "engine",
             engine,
             "'xp' or 'auto' for integrator='euler' (the numba engine runs the map)",
+        )
+    leleu = params.feedback == "cac" and params.cac_variant == "leleu"
+    if engine == "numba" and leleu:
+        raise ParameterError(
+            "engine",
+            engine,
+            "'xp' or 'auto' for cac_variant='leleu' (the numba engine runs the FPGA's CAC)",
         )
     if engine == "numba":
         if xp is not np:
@@ -152,6 +162,7 @@ def _resolve_engine(
     if (
         xp is np
         and params.integrator == "map"
+        and not leleu
         and params.dtype == "float32"
         and gemm_dtype == "float32"
         and fits
@@ -489,7 +500,9 @@ def _map_constants(params: CIMParameters, prob: PreparedProblem) -> _MapConstant
         dac_hi=dac_hi,
         gain_scale=prob.coupling_scale * adc_lsb,
         xi=xi,
-        mode={"none": 0, "ahc": 1, "cac": 1, "cfc": 2}[params.feedback],
+        # mode 3: CAC's error variables in the "leleu" variant (from the amplitude after the step)
+        mode=3 if params.feedback == "cac" and params.cac_variant == "leleu"
+        else {"none": 0, "ahc": 1, "cac": 1, "cfc": 2}[params.feedback],
         coupled=xi > 0 and params.xi0 > 0,
         K_ramp=params.ramp_round_trips,
         integer_acc=(
@@ -497,7 +510,8 @@ def _map_constants(params: CIMParameters, prob: PreparedProblem) -> _MapConstant
             and params.adc_bits is not None
             and prob.gemm_dtype == "float32"
         ),
-        e_cap=prob.e_cap,
+        e_cap=params.e_max if params.feedback == "cac" and params.cac_variant == "leleu"
+        else prob.e_cap,
         self_feedback=prob.self_feedback if xi > 0 else 0.0,
     )
 
@@ -573,7 +587,7 @@ class _Simulation:
         gauge fix, the energies, the recorded trajectories and the run's info."""
         params, prob, xp, track_best = self.params, self.prob, self.xp, self.track_best
         if len(results) == 1:
-            x, y, best_S, _ = results[0]
+            x, y, best_S, _, _ = results[0]
         else:
             x = np.concatenate([r_[0] for r_ in results])
             y = np.concatenate([r_[1] for r_ in results])
@@ -622,6 +636,13 @@ class _Simulation:
                 if sel.size:
                     full[:, sel, :] = np.stack([to_numpy(t_) for t_ in res_[3]])
             res.trajectories = full
+            if params.feedback != "none":
+                full_e = np.empty_like(full)
+                for (a0, b0), res_ in zip(bounds, results):
+                    sel = np.nonzero((self.rec_idx >= a0) & (self.rec_idx < b0))[0]
+                    if sel.size:
+                        full_e[:, sel, :] = np.stack([to_numpy(t_) for t_ in res_[4]])
+                res.error_trajectories = full_e
             res.trajectory_runs = self.rec_idx
             res.trajectory_round_trips = np.asarray(traj_k)
         return res
@@ -647,7 +668,7 @@ class _Simulation:
             "p_threshold_map": p_map,
             "p_threshold_continuum": p_cont,
             "self_feedback": prob.self_feedback,
-            "error_cap": prob.e_cap,
+            "error_cap": self.c.e_cap,
             "stability_margin": params.dtau * xi * abs(prob.lambda_min + prob.self_feedback),
             "wall_time_s": time.perf_counter() - t_start,
         }
@@ -712,13 +733,19 @@ class _Batch:
             if params.feedback == "cac":
                 self.cac_best = xp.full(Rb, xp.inf, dtype=xp.float64)
                 self.cac_last = xp.zeros(Rb, dtype=xp.int64)
+                if c.mode == 3:
+                    # "leleu": the energy of the state before the next step, and H_best over
+                    # the states before it, both starting at x0's energy
+                    self.cac_prev = sim.energies_of(_sign(xp, x, dt)).astype(xp.float64)
+                    self.cac_best[...] = self.cac_prev
         self.loc_rec = None
         self.traj = []
+        self.etraj = [] if params.feedback != "none" else None
         if sim.rec_idx is not None:
             sel = (sim.rec_idx >= r0) & (sim.rec_idx < r1)
             if np.any(sel):
                 self.loc_rec = xp.asarray(sim.rec_idx[sel] - r0)
-                self.traj.append(x[self.loc_rec].copy())
+                self._record()
 
     def run(self):
         sim = self.sim
@@ -737,8 +764,15 @@ class _Batch:
                                     or (k + 1) % sim.best_every == 0):
                 self._track_energy(k)
             if self.loc_rec is not None and ((k + 1) % sim.record_every == 0 or last):
-                self.traj.append(self.x[self.loc_rec].copy())
-        return self.x, self.y, self.best_S, self.traj
+                self._record()
+        return self.x, self.y, self.best_S, self.traj, self.etraj
+
+    def _record(self):
+        """The amplitudes (and, with amplitude control, the error variables) of the recorded
+        runs."""
+        self.traj.append(self.x[self.loc_rec].copy())
+        if self.etraj is not None:
+            self.etraj.append(self.e[self.loc_rec].copy())
 
     def _pump_and_gain(self, k):
         """Step 1: the pump and the feedback gain of round trip k along the ramp."""
@@ -785,7 +819,9 @@ class _Batch:
             better = E < self.best_E
             self.best_S[better] = S[better].astype(xp.int8)
             self.best_E[...] = xp.where(better, E, self.best_E)
-        if params.feedback == "cac":
+        if params.feedback == "cac" and sim.c.mode == 3:
+            self._cac_leleu(k, E)
+        elif params.feedback == "cac":
             improved = E < self.cac_best
             self.cac_best[...] = xp.where(improved, E, self.cac_best)
             self.cac_last[...] = xp.where(improved, k, self.cac_last)
@@ -798,6 +834,27 @@ class _Batch:
             self.a_row[...] = (
                 params.cac_alpha + params.cac_rho * xp.tanh(params.cac_delta * dH)
             ).astype(dt)
+
+    def _cac_leleu(self, k, E):
+        """cac_variant="leleu" after round trip k (E: energy of the signs after it): the rate
+        grows (or resets), then the target of the next update is set from the energy of the
+        signs *before* this step against the best of the steps before that, as cim-optimizer's
+        CIM_CAC_GPU does; then that energy joins H_best."""
+        sim, xp, dt, params = self.sim, self.sim.xp, self.sim.dt, self.sim.params
+        H = self.cac_prev
+        improved = H < self.cac_best
+        self.cac_last[...] = xp.where(improved, k, self.cac_last)
+        stale = (k - self.cac_last) >= params.cac_tau
+        self.beta_row[...] = xp.where(
+            stale, params.cac_beta0, self.beta_row + params.cac_gamma * params.dtau
+        ).astype(dt)
+        self.cac_last[...] = xp.where(stale, k, self.cac_last)
+        dH = (H - self.cac_best) / max(sim.prob.spectral_radius, 1e-300)
+        self.a_row[...] = (
+            params.cac_alpha + params.cac_rho * xp.tanh(params.cac_delta * dH)
+        ).astype(dt)
+        self.cac_best[...] = xp.minimum(self.cac_best, H)
+        self.cac_prev = E
 
 
 def _xp_gain_loss_measure(xp, rng, x, y, code_out, p_k, params, dt, c: _MapConstants):
@@ -869,8 +926,8 @@ def _xp_inject(xp, rng, x, acc, code_del, e, xi_k, params, dt, c: _MapConstants,
     if params.sigma_inj > 0:
         uq = uq * (1 + dt(params.sigma_inj) * rng.normal(x.shape, dt))
     x += dt(c.dtau) * uq.astype(dt, copy=False)
-    if c.mode == 1:
-        xq = code_del * dt(c.adc_lsb)
+    if c.mode in (1, 3):
+        xq = x if c.mode == 3 else code_del * dt(c.adc_lsb)
         e *= 1 - dt(c.dtau) * beta_row[:, None] * (xq * xq - a_row[:, None])
         xp.clip(e, params.e_min, c.e_cap, out=e)
     elif c.mode == 2:

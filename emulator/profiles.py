@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from .errors import ParameterError, SpinLimitError, UnknownProfileError
 
 __all__ = [
+    "CAC_VARIANTS",
     "COUPLING_NORMS",
     "FEEDBACK_MODES",
     "PROFILES",
@@ -39,6 +40,7 @@ __all__ = [
 SPEED_OF_LIGHT = 299_792_458.0  # m/s
 FEEDBACK_MODES = ("none", "ahc", "cac", "cfc")
 COUPLING_NORMS = ("spectrum", "radius", "coefficient")
+CAC_VARIANTS = ("fpga", "leleu")
 
 
 def _check(name, value, ok: bool, allowed: str):
@@ -130,6 +132,20 @@ class CIMParameters:
         cac_alpha, cac_rho, cac_delta: CAC target a = alpha + rho*tanh(delta*(H - H_best)).
         cac_beta0, cac_gamma, cac_tau: CAC rate beta starts at beta0, grows by gamma per unit
             tau, and resets when the run's H_best has not improved for cac_tau round trips.
+        cac_variant: the discretisation of CAC's equations. "fpga" (default) is what the
+            FPGA can do: e is updated from the measured amplitude x_q of the feedback (L round
+            trips old, through the ADC), H is the energy of the signs after the round trip,
+            H_best is updated before dH = H - H_best (so dH >= 0), and e is capped by the
+            stability rule. "leleu" is the CAC of Leleu et al. (Commun. Phys. 4, 266, 2021)
+            as cim-optimizer's CIM_CAC_GPU integrates it: e is updated from the in-cavity
+            amplitude after this round trip's step (which no FPGA measures; an algorithmic
+            reference, meant for integrator="euler", latency=0), the target a of the next
+            update is set from the energy of the signs *before* the step against the best of
+            the earlier steps (dH < 0 on an improvement; H_best starts at the energy of x0),
+            and e is clipped to [e_min, e_max] only. Both divide dH by the spectral radius
+            (cim-optimizer's delta is cac_delta = delta*rho(J)); cim-optimizer's rate starts
+            at 0 (cac_beta0=0) and never resets (cac_tau >= round_trips), and it clips e at 32
+            (e_max=32). engine="xp" only ("auto" picks it).
         cfc_beta, cfc_alpha: CFC  z = xi*e*f,  e <- e*(1 - dtau*beta*(z^2 - alpha)).
         e_min, e_max: clip range of the error variables. Defaults 0.01, 100.
         With feedback, use a fixed pump below the solitary threshold, p0 = p1 = 0.9
@@ -180,6 +196,7 @@ class CIMParameters:
     cac_beta0: float = 0.05
     cac_gamma: float = 1e-4
     cac_tau: int = 200
+    cac_variant: str = "fpga"
     cfc_beta: float = 0.15
     cfc_alpha: float = 0.5
     e_min: float = 0.01
@@ -300,6 +317,12 @@ class CIMParameters:
             _check(name, v, _finite(v) and v > 0.0, f"{name} > 0")
         _check(
             "cac_tau", self.cac_tau, _is_int(self.cac_tau) and self.cac_tau >= 1, "an integer >= 1"
+        )
+        _check(
+            "cac_variant",
+            self.cac_variant,
+            self.cac_variant in CAC_VARIANTS,
+            "'fpga' (the FPGA's CAC, default) or 'leleu' (Leleu 2021 as cim-optimizer runs it)",
         )
         _check("e_min", self.e_min, _finite(self.e_min) and self.e_min > 0.0, "e_min > 0")
         _check(

@@ -248,3 +248,18 @@ def test_numba_injection_noise_is_standard_normal():
     # the two halves of a pair are uncorrelated, and so are neighbouring pulses
     assert abs(np.corrcoef(n[:, :H].ravel(), n[:, H : 2 * H].ravel())[0, 1]) < 0.03
     assert abs(np.corrcoef(n[:, :-1].ravel(), n[:, 1:].ravel())[0, 1]) < 0.03
+
+
+def test_cac_leleu_variant_is_reference_engine_only():
+    J = np.array([[0.0, 1.0], [1.0, 0.0]])
+    par = CIMParameters(round_trips=5, cac_variant="leleu").with_feedback("cac")
+    with pytest.raises(ParameterError) as ei:
+        simulate(J, None, par, runs=2, engine="numba")
+    assert "cac_variant='leleu'" in str(ei.value) and "'xp'" in str(ei.value)
+    assert simulate(J, None, par, runs=2).info["engine"] == "xp"  # auto picks the xp engine
+    # the variant only concerns CAC: other modes keep the CPU engine
+    ahc = par.with_feedback("ahc")
+    assert simulate(J, None, ahc, runs=2, engine="auto").info["engine"] == "numba"
+    with pytest.raises(ParameterError) as ei:
+        CIMParameters(cac_variant="cim")
+    assert "'fpga'" in str(ei.value) and "'leleu'" in str(ei.value)
