@@ -685,7 +685,7 @@ PROFILES: dict[str, HardwareProfile] = {
     "ntt-2000": HardwareProfile(
         name="ntt-2000",
         description="NTT 2000-pulse MFB-CIM, calibrated on its Hamerly 2019 SK statistics: "
-        "2000 spins, 1 km ring, 1 GHz pulses",
+        "2000 spins, 1 km ring, 1 GHz pulses; 59% of shots lost (random spins), as fitted",
         max_spins=2000,
         fiber_length_m=1000.0,
         rep_rate_hz=1.0e9,
