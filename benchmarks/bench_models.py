@@ -72,8 +72,15 @@ CONTROLS = ("random-start-5", "random-start-20", "cd5")
 def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
     """The sampler a row of the tables names (a last word ``rN`` sets N samples per call)."""
     words = method.split()
-    if len(words) > 1 and words[-1][0] == "r" and words[-1][1:].isdigit():
-        num_reads, method = int(words[-1][1:]), " ".join(words[:-1])
+    refresh = 1.0
+    while len(words) > 1:  # trailing "rN" (N samples per call), "refreshF" (hybrid's refresh)
+        if words[-1][0] == "r" and words[-1][1:].isdigit():
+            num_reads = int(words.pop()[1:])
+        elif words[-1].startswith("refresh"):
+            refresh = float(words.pop()[len("refresh"):])
+        else:
+            break
+    method = " ".join(words)
     if method == "cd1":
         return ContrastiveDivergence(1, seed=seed)
     if method.startswith("cd") and method[2:].isdigit():
@@ -101,7 +108,7 @@ def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
     elif variant == "thermostat+topk+iw":  # the knob turned by the thermostat, then Top-K
         kw = dict(topk_runs=topk_runs)
     elif variant.startswith("hybrid-"):
-        kw = dict(gibbs_steps=int(variant.split("-")[1]))
+        kw = dict(gibbs_steps=int(variant.split("-")[1]), refresh=refresh)
     else:
         raise ValueError(f"unknown sampler {method!r}")
     return BoltzmannSampler("cim.emulator", num_reads=num_reads, mode="anneal", seed=seed, **kw)
