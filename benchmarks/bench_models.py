@@ -6,6 +6,7 @@ A script (it measures sample and model quality; timings are within this process)
     python benchmarks/bench_models.py --part kl        # the KL table only
     python benchmarks/bench_models.py --part ais       # digits RBM 64 x 64, 20 epochs
     python benchmarks/bench_models.py --part ais --hidden 128
+    python benchmarks/bench_models.py --part variance  # gradient noise: model samples vs CD-1
 
 KL part. Two fixed models: an RBM 9 x 16 trained on bars and stripes 3x3 (200 full-batch epochs
 of sa.cpu Boltzmann sampling, 5 sweeps; seed 0) and a fully visible 12-unit Boltzmann machine
@@ -32,7 +33,17 @@ job, states resampled by their counts (the paper's method) or, ``topk+iw``, by e
 weights from the model energy); ``thermostat+topk+iw``: the same at the knob the thermostat turns
 (KL part; not a default row); ``hybrid-k``: thermostat+iw states as the starts of k Gibbs sweeps
 in torch; ``random-start-k``: k Gibbs sweeps from uniformly random states (the hybrid's control:
-what its Gibbs sweeps do without the device).
+what its Gibbs sweeps do without the device). Trailing words: ``rN`` draws N samples per negative
+phase instead of 50; ``refreshF`` (hybrids) keeps the Gibbs chains between negative phases and
+replaces a fraction F of them by device states per call (``BoltzmannSampler(refresh=F)``).
+``--tail K`` also evaluates each of the last K epochs (AIS 1000 x 100; training unchanged) and
+reports their mean: one epoch's test LL moves by up to ~1.4 nats from the next one's.
+
+Variance part. The W-gradient noise at the model CD-1 reaches after ``--epochs`` - 1 epochs: over
+400 random batches of 50, the summed variance of the positive statistic (data), of the negative
+statistic from 50 independent model samples (20000 Gibbs chains, 1000 sweeps), of their
+difference (what any sampler of the model gives), and of CD-1's difference (its chains start at
+the batch, so its negative statistic is correlated with the positive one).
 """
 
 from __future__ import annotations
@@ -274,6 +285,43 @@ def ais_table(args) -> list[dict]:
     return [ais_row(m, args, ds) for m in methods]
 
 
+def variance_table(args) -> dict:
+    ds = load_dataset("digits", seed=0)
+    x = torch.as_tensor(ds.train)
+    rbm = RestrictedBoltzmannMachine(64, args.hidden,
+                                     generator=torch.Generator().manual_seed(args.seed))
+    rbm.init_visible_bias(x)
+    fit(rbm, x, ContrastiveDivergence(1, seed=args.seed), epochs=args.epochs - 1, batch_size=50,
+        lr=0.1, momentum=0.5, weight_decay=1e-4, seed=args.seed)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    V, B = 64, 50
+
+    def stat(states):  # the W statistic: mean of v E[h | v]^T
+        s = rbm.rao_blackwellize(states) if states.shape[1] > V else rbm.hidden_expectation(states)
+        return (s[:, :V].T @ s[:, V:] / s.shape[0]).flatten()
+
+    cd = ContrastiveDivergence(1, seed=args.seed + 2)
+    parts: dict = {"positive": [], "negative (model samples)": [],
+                   "positive - model samples": [], "CD-1: positive - negative": []}
+    with torch.no_grad():
+        pool = rbm.random_states(2000 if args.quick else 20000, g)
+        for _ in range(100 if args.quick else 1000):
+            pool = rbm.gibbs_step(pool, generator=g)
+        for _ in range(50 if args.quick else 400):
+            v = x[torch.randperm(len(x), generator=g)[:B]]
+            p = stat(v)
+            n = stat(pool[torch.randperm(len(pool), generator=g)[:B]])
+            c = stat(cd.negative(rbm, v))
+            for key, val in zip(parts, (p, n, p - n, p - c), strict=True):
+                parts[key].append(val)
+    out = {k: float(torch.stack(v).var(0).sum()) for k, v in parts.items()}
+    print(f"\nW-gradient variance (summed over entries), batches of {B}, CD-1 model after "
+          f"{args.epochs - 1} epochs (seed {args.seed}):", file=sys.stderr)
+    for k, val in out.items():
+        print(f"  {k:28s} {val:.3f}", file=sys.stderr)
+    return out
+
+
 def markdown(kl_rows: list[dict], ais_rows: list[dict]) -> str:
     out = []
     if kl_rows:
@@ -284,8 +332,8 @@ def markdown(kl_rows: list[dict], ais_rows: list[dict]) -> str:
                 for r in kl_rows]
         out.append("")
     if ais_rows:
-        out += ["| model | sampler | seed | AIS test LL (± 3σ) | mean of the last epochs | "
-                "s / epoch | device s / epoch |", "|---|---|---|---|---|---|---|"]
+        out += [("| model | sampler | seed | AIS test LL (± 3σ) | mean of the last epochs | "
+                 "s / epoch | device s / epoch |"), "|---|---|---|---|---|---|---|"]
         out += [f"| {r['model']}, {r['epochs']} epochs | {r['sampler']} | {r['seed']} | "
                 f"{r['test_log_likelihood']:.2f} ± {3 * r['ais_stderr']:.2f} | "
                 + (f"{r['tail_mean']:.2f} (sd {r['tail_sd']:.2f}, "
@@ -301,7 +349,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="smoke-level: shorter training of the KL models, 3 epochs, fewer calls "
                         "and AIS temperatures")
-    p.add_argument("--part", choices=("kl", "ais", "all"), default="all")
+    p.add_argument("--part", choices=("kl", "ais", "variance", "all"), default="all")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the digits RBM")
     p.add_argument("--epochs", type=int, default=None, help="digits epochs (default 20)")
     p.add_argument("--methods", nargs="*", default=None,
@@ -338,10 +386,12 @@ def main(argv=None) -> int:
         pass
     kl_rows = kl_table(args) if args.part in ("kl", "all") else []
     ais_rows = ais_table(args) if args.part in ("ais", "all") else []
+    variance = variance_table(args) if args.part == "variance" else None
     print(markdown(kl_rows, ais_rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"kl": kl_rows, "ais": ais_rows}, f, indent=2, default=str)
+            json.dump({"kl": kl_rows, "ais": ais_rows, "variance": variance}, f, indent=2,
+                      default=str)
     return 0
 
 

@@ -656,7 +656,7 @@ class BoltzmannSampler(ModelSampler):
             m = n
             chains = self._draw(model, n, persistent=True, gibbs_steps=0)
         else:
-            m = max(1, int(round(self.refresh * n)))
+            m = max(1, round(self.refresh * n))
             fresh = self._draw(model, m, persistent=True, gibbs_steps=0)
             rows = torch.randperm(n, generator=g, device=model.device)[:m]
             chains = chains.clone()

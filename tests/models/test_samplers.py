@@ -474,7 +474,8 @@ def test_persistent_hybrid_chains_carry_their_sweeps_from_call_to_call():
 
 def test_persistent_hybrid_chains_are_saved_and_restored():
     model = _rbm(11, std=1.0)
-    kw = dict(num_reads=50, mode="anneal", beta=1.0, gibbs_steps=2, refresh=0.2, seed=7)
+    kw = {"num_reads": 50, "mode": "anneal", "beta": 1.0, "gibbs_steps": 2, "refresh": 0.2,
+          "seed": 7}
     a = BoltzmannSampler(HiddenTemperatureDevice(beta_dev=2.0), **kw)
     for _ in range(3):
         a.negative(model)
