@@ -6,6 +6,7 @@ A script (it measures sample and model quality; timings are within this process)
     python benchmarks/bench_models.py --part kl        # the KL table only
     python benchmarks/bench_models.py --part ais       # digits RBM 64 x 64, 20 epochs
     python benchmarks/bench_models.py --part ais --hidden 128
+    python benchmarks/bench_models.py --part variance  # gradient noise: model samples vs CD-1
 
 KL part. Two fixed models: an RBM 9 x 16 trained on bars and stripes 3x3 (200 full-batch epochs
 of sa.cpu Boltzmann sampling, 5 sweeps; seed 0) and a fully visible 12-unit Boltzmann machine
@@ -32,7 +33,17 @@ job, states resampled by their counts (the paper's method) or, ``topk+iw``, by e
 weights from the model energy); ``thermostat+topk+iw``: the same at the knob the thermostat turns
 (KL part; not a default row); ``hybrid-k``: thermostat+iw states as the starts of k Gibbs sweeps
 in torch; ``random-start-k``: k Gibbs sweeps from uniformly random states (the hybrid's control:
-what its Gibbs sweeps do without the device).
+what its Gibbs sweeps do without the device). Trailing words: ``rN`` draws N samples per negative
+phase instead of 50; ``refreshF`` (hybrids) keeps the Gibbs chains between negative phases and
+replaces a fraction F of them by device states per call (``BoltzmannSampler(refresh=F)``).
+``--tail K`` also evaluates each of the last K epochs (AIS 1000 x 100; training unchanged) and
+reports their mean: one epoch's test LL moves by up to ~1.4 nats from the next one's.
+
+Variance part. The W-gradient noise at the model CD-1 reaches after ``--epochs`` - 1 epochs: over
+400 random batches of 50, the summed variance of the positive statistic (data), of the negative
+statistic from 50 independent model samples (20000 Gibbs chains, 1000 sweeps), of their
+difference (what any sampler of the model gives), and of CD-1's difference (its chains start at
+the batch, so its negative statistic is correlated with the positive one).
 """
 
 from __future__ import annotations
@@ -72,8 +83,15 @@ CONTROLS = ("random-start-5", "random-start-20", "cd5")
 def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
     """The sampler a row of the tables names (a last word ``rN`` sets N samples per call)."""
     words = method.split()
-    if len(words) > 1 and words[-1][0] == "r" and words[-1][1:].isdigit():
-        num_reads, method = int(words[-1][1:]), " ".join(words[:-1])
+    refresh = 1.0
+    while len(words) > 1:  # trailing "rN" (N samples per call), "refreshF" (hybrid's refresh)
+        if words[-1][0] == "r" and words[-1][1:].isdigit():
+            num_reads = int(words.pop()[1:])
+        elif words[-1].startswith("refresh"):
+            refresh = float(words.pop()[len("refresh"):])
+        else:
+            break
+    method = " ".join(words)
     if method == "cd1":
         return ContrastiveDivergence(1, seed=seed)
     if method.startswith("cd") and method[2:].isdigit():
@@ -101,7 +119,7 @@ def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
     elif variant == "thermostat+topk+iw":  # the knob turned by the thermostat, then Top-K
         kw = dict(topk_runs=topk_runs)
     elif variant.startswith("hybrid-"):
-        kw = dict(gibbs_steps=int(variant.split("-")[1]))
+        kw = dict(gibbs_steps=int(variant.split("-")[1]), refresh=refresh)
     else:
         raise ValueError(f"unknown sampler {method!r}")
     return BoltzmannSampler("cim.emulator", num_reads=num_reads, mode="anneal", seed=seed, **kw)
@@ -229,8 +247,16 @@ def ais_row(method: str, args, ds) -> dict:
     rbm.init_visible_bias(x)
     sampler = make_sampler(method, 50, seed=seed, topk_runs=args.topk_runs)
     clock = DeviceClock(sampler)
+
+    def tail(epoch, model, stats):  # the last --tail epochs, each by a cheaper AIS
+        if epoch > args.epochs - args.tail:
+            ll = log_likelihood(model, ds.test, method="ais", num_chains=100, num_betas=1000,
+                                data=ds.train, seed=seed)
+            return {"tail_log_likelihood": ll["log_likelihood"]}
+        return None
+
     history = fit(rbm, x, sampler, epochs=args.epochs, batch_size=50, lr=0.1, momentum=0.5,
-                  weight_decay=1e-4, seed=seed)
+                  weight_decay=1e-4, seed=seed, callback=tail if args.tail else None)
     ll = log_likelihood(rbm, ds.test, method="ais", num_chains=args.ais_chains,
                         num_betas=args.ais_betas, data=ds.train, seed=seed)
     row = {"model": f"RBM 64x{args.hidden}", "sampler": method, "epochs": args.epochs, "seed": seed,
@@ -238,9 +264,17 @@ def ais_row(method: str, args, ds) -> dict:
            "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
            "device_s_per_epoch": clock.device_s / args.epochs,
            "last_sampler_report": history[-1]["sampler"]}
+    tail_lls = [h["tail_log_likelihood"] for h in history if "tail_log_likelihood" in h]
+    if tail_lls:
+        row.update(tail_log_likelihoods=tail_lls, tail_mean=statistics.fmean(tail_lls),
+                   tail_sd=statistics.pstdev(tail_lls))
     print(f"  {method:18s} AIS LL {row['test_log_likelihood']:8.3f} ± {3 * ll['stderr']:.3f}"
           f"  {row['seconds_per_epoch']:7.2f} s/epoch  device {row['device_s_per_epoch']:7.3f}"
           " s/epoch", file=sys.stderr)
+    if tail_lls:
+        print(f"  {'':18s} last {len(tail_lls)} epochs (AIS 1000 x 100): "
+              + " ".join(f"{v:.2f}" for v in tail_lls)
+              + f"; mean {row['tail_mean']:.2f}, sd {row['tail_sd']:.2f}", file=sys.stderr)
     return row
 
 
@@ -249,6 +283,43 @@ def ais_table(args) -> list[dict]:
     methods = args.methods or ["cd1", "pcd", "sa.cpu", "sa.cpu x5", *EMULATOR_VARIANTS, *CONTROLS]
     print(f"\ndigits RBM 64x{args.hidden}, {args.epochs} epochs", file=sys.stderr)
     return [ais_row(m, args, ds) for m in methods]
+
+
+def variance_table(args) -> dict:
+    ds = load_dataset("digits", seed=0)
+    x = torch.as_tensor(ds.train)
+    rbm = RestrictedBoltzmannMachine(64, args.hidden,
+                                     generator=torch.Generator().manual_seed(args.seed))
+    rbm.init_visible_bias(x)
+    fit(rbm, x, ContrastiveDivergence(1, seed=args.seed), epochs=args.epochs - 1, batch_size=50,
+        lr=0.1, momentum=0.5, weight_decay=1e-4, seed=args.seed)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    V, B = 64, 50
+
+    def stat(states):  # the W statistic: mean of v E[h | v]^T
+        s = rbm.rao_blackwellize(states) if states.shape[1] > V else rbm.hidden_expectation(states)
+        return (s[:, :V].T @ s[:, V:] / s.shape[0]).flatten()
+
+    cd = ContrastiveDivergence(1, seed=args.seed + 2)
+    parts: dict = {"positive": [], "negative (model samples)": [],
+                   "positive - model samples": [], "CD-1: positive - negative": []}
+    with torch.no_grad():
+        pool = rbm.random_states(2000 if args.quick else 20000, g)
+        for _ in range(100 if args.quick else 1000):
+            pool = rbm.gibbs_step(pool, generator=g)
+        for _ in range(50 if args.quick else 400):
+            v = x[torch.randperm(len(x), generator=g)[:B]]
+            p = stat(v)
+            n = stat(pool[torch.randperm(len(pool), generator=g)[:B]])
+            c = stat(cd.negative(rbm, v))
+            for key, val in zip(parts, (p, n, p - n, p - c), strict=True):
+                parts[key].append(val)
+    out = {k: float(torch.stack(v).var(0).sum()) for k, v in parts.items()}
+    print(f"\nW-gradient variance (summed over entries), batches of {B}, CD-1 model after "
+          f"{args.epochs - 1} epochs (seed {args.seed}):", file=sys.stderr)
+    for k, val in out.items():
+        print(f"  {k:28s} {val:.3f}", file=sys.stderr)
+    return out
 
 
 def markdown(kl_rows: list[dict], ais_rows: list[dict]) -> str:
@@ -261,11 +332,13 @@ def markdown(kl_rows: list[dict], ais_rows: list[dict]) -> str:
                 for r in kl_rows]
         out.append("")
     if ais_rows:
-        out += ["| model | sampler | AIS test LL (± 3σ) | s / epoch | device s / epoch |",
-                "|---|---|---|---|---|"]
-        out += [f"| {r['model']}, {r['epochs']} epochs | {r['sampler']} | "
+        out += [("| model | sampler | seed | AIS test LL (± 3σ) | mean of the last epochs | "
+                 "s / epoch | device s / epoch |"), "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['model']}, {r['epochs']} epochs | {r['sampler']} | {r['seed']} | "
                 f"{r['test_log_likelihood']:.2f} ± {3 * r['ais_stderr']:.2f} | "
-                f"{r['seconds_per_epoch']:.2f} | {r['device_s_per_epoch']:.3f} |"
+                + (f"{r['tail_mean']:.2f} (sd {r['tail_sd']:.2f}, "
+                   f"{len(r['tail_log_likelihoods'])})" if "tail_mean" in r else "—")
+                + f" | {r['seconds_per_epoch']:.2f} | {r['device_s_per_epoch']:.3f} |"
                 for r in ais_rows]
     return "\n".join(out)
 
@@ -276,7 +349,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="smoke-level: shorter training of the KL models, 3 epochs, fewer calls "
                         "and AIS temperatures")
-    p.add_argument("--part", choices=("kl", "ais", "all"), default="all")
+    p.add_argument("--part", choices=("kl", "ais", "variance", "all"), default="all")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the digits RBM")
     p.add_argument("--epochs", type=int, default=None, help="digits epochs (default 20)")
     p.add_argument("--methods", nargs="*", default=None,
@@ -289,6 +362,10 @@ def main(argv=None) -> int:
     p.add_argument("--reads", type=int, default=100, help="KL part: samples per call")
     p.add_argument("--calls", type=int, default=None, help="KL part: calls pooled (default 50)")
     p.add_argument("--warm", type=int, default=None, help="KL part: calls to settle (default 20)")
+    p.add_argument("--tail", type=int, default=0,
+                   help="AIS part: also evaluate each of the last TAIL epochs (AIS 1000 "
+                        "temperatures x 100 chains; training unchanged) and report their mean: "
+                        "the test LL of one epoch moves by up to ~1 nat from one epoch to the next")
     p.add_argument("--ais-chains", type=int, default=None)
     p.add_argument("--ais-betas", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -309,10 +386,12 @@ def main(argv=None) -> int:
         pass
     kl_rows = kl_table(args) if args.part in ("kl", "all") else []
     ais_rows = ais_table(args) if args.part in ("ais", "all") else []
+    variance = variance_table(args) if args.part == "variance" else None
     print(markdown(kl_rows, ais_rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"kl": kl_rows, "ais": ais_rows}, f, indent=2, default=str)
+            json.dump({"kl": kl_rows, "ais": ais_rows, "variance": variance}, f, indent=2,
+                      default=str)
     return 0
 
 

@@ -406,6 +406,16 @@ class BoltzmannSampler(ModelSampler):
         the samples. Every sweep moves the samples towards the model's distribution whatever
         the device gave, so the result is labelled ``hybrid`` (``last["sampler"]``, the repr).
         Costs no device time: per sweep, two matrix products of the batch with the weights.
+    refresh : float in (0, 1], default 1.0
+        With ``gibbs_steps``: the fraction of the hybrid's Gibbs chains that device states
+        replace at each negative phase. 1.0: every chain starts at a fresh device state (the
+        plain hybrid). Below 1 the ``num_reads`` chains persist across negative phases (per model,
+        saved in :meth:`state_dict`): each call the device draws ``round(refresh * num_reads)``
+        states (at least one), they replace as many chains chosen at random, and every chain runs
+        ``gibbs_steps`` sweeps; a chain lives ``1 / refresh`` calls on average, so it has run
+        about ``gibbs_steps / refresh`` sweeps of the slowly changing model. The first call
+        starts every chain at a device state; no chain ever starts at the data. Device time:
+        ``refresh`` times the plain hybrid's.
     topk_runs : int, optional
         The cloud's post-processing (the paper's method), on devices with an ``output`` option
         offering ``"topk"`` (``cim.emulator``, ``cim.cloud``): each job is ``topk_runs`` runs,
@@ -431,7 +441,8 @@ class BoltzmannSampler(ModelSampler):
                  mode: str = "auto", persistent: bool = True, clamped_reads: int = 1,
                  clamped_options: dict | None = None, reweight: bool = True,
                  adapt_rate: float = 0.5, beta_bounds: tuple[float, float] = (1e-3, 1e3),
-                 knob_gain: float = 0.08, gibbs_steps: int = 0, topk_runs: int | None = None,
+                 knob_gain: float = 0.08, gibbs_steps: int = 0, refresh: float = 1.0,
+                 topk_runs: int | None = None,
                  executor: cf.Executor | None = None, seed: int | None = None,
                  options: dict | None = None, **device_options: Any):
         super().__init__(seed=seed)
@@ -478,6 +489,14 @@ class BoltzmannSampler(ModelSampler):
         self.reweight = bool(reweight)
         self.persistent = bool(persistent)
         self.gibbs_steps = check_int(gibbs_steps, "gibbs_steps", ge=0)
+        self.refresh = check_number(refresh, "refresh", gt=0)
+        if self.refresh > 1:
+            raise InvalidOptionError(f"refresh must be in (0, 1], got {refresh}")
+        if self.refresh < 1 and not self.gibbs_steps:
+            raise InvalidOptionError(
+                f"refresh={refresh} keeps the hybrid's Gibbs chains between calls, and there are "
+                "none without Gibbs sweeps: pass gibbs_steps >= 1 too, or leave refresh at 1")
+        self._gibbs_chains: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.topk_runs = None if topk_runs is None else check_int(topk_runs, "topk_runs", ge=1)
         if self.topk_runs is not None:
             if {"output", "runs"} & set(device_options):
@@ -529,13 +548,20 @@ class BoltzmannSampler(ModelSampler):
             extra += f", topk_runs={self.topk_runs}"
         if self.gibbs_steps:
             extra += f", gibbs_steps={self.gibbs_steps} (hybrid)"
+        if self.refresh < 1:
+            extra += f", refresh={self.refresh:g} (persistent chains)"
         return (f"BoltzmannSampler(device={self.device.name!r}, num_reads={self.num_reads}, "
                 f"mode={self.mode!r}, beta={beta!r}{extra})")
 
     def state_dict(self, model=None) -> dict:
         """As :meth:`ModelSampler.state_dict`, plus the running ``beta`` and the thermostat's
-        knob (``beta="estimate"``)."""
-        return {**super().state_dict(model), "beta": float(self.beta), "knob": float(self.knob)}
+        knob (``beta="estimate"``) and, with ``refresh < 1``, the model's persistent Gibbs
+        chains."""
+        state = {**super().state_dict(model), "beta": float(self.beta), "knob": float(self.knob)}
+        chains = None if model is None else self._gibbs_chains.get(model)
+        if chains is not None:
+            state["gibbs_chains"] = chains.detach().cpu().clone()
+        return state
 
     def load_state_dict(self, state: dict, model=None) -> None:
         from .errors import CheckpointError
@@ -547,6 +573,19 @@ class BoltzmannSampler(ModelSampler):
             raise CheckpointError(
                 f"the saved sampler state does not fit {self!r}: {type(exc).__name__}: {exc}"
             ) from None
+        if model is not None:
+            chains = state.get("gibbs_chains")
+            if chains is None:
+                self._gibbs_chains.pop(model, None)
+            else:
+                self._gibbs_chains[model] = chains.to(device=model.device, dtype=model.dtype)
+
+    def reset(self, model=None) -> None:
+        super().reset(model)
+        if model is None:
+            self._gibbs_chains.clear()
+        else:
+            self._gibbs_chains.pop(model, None)
 
     def _chains_from_state(self, chains: torch.Tensor, model):
         return chains.cpu().numpy().astype(np.int8, copy=True)
@@ -603,7 +642,30 @@ class BoltzmannSampler(ModelSampler):
                                **options, **fixed)
 
     def negative(self, model, visible=None) -> torch.Tensor:
+        if self.refresh < 1:
+            return model.rao_blackwellize(self._persistent_hybrid(model))
         return model.rao_blackwellize(self._draw(model, self.num_reads, persistent=True))
+
+    def _persistent_hybrid(self, model) -> torch.Tensor:
+        """``refresh < 1``: device states replace a random part of the persistent Gibbs
+        chains, then every chain runs ``gibbs_steps`` sweeps."""
+        chains = self._gibbs_chains.get(model)
+        n = self.num_reads
+        g = self.generator(model.device)
+        if chains is None or tuple(chains.shape) != (n, model.num_nodes):
+            m = n
+            chains = self._draw(model, n, persistent=True, gibbs_steps=0)
+        else:
+            m = max(1, round(self.refresh * n))
+            fresh = self._draw(model, m, persistent=True, gibbs_steps=0)
+            rows = torch.randperm(n, generator=g, device=model.device)[:m]
+            chains = chains.clone()
+            chains[rows] = fresh.to(chains.dtype)
+        for _ in range(self.gibbs_steps):
+            chains = model.gibbs_step(chains, generator=g)
+        self._gibbs_chains[model] = chains
+        self.last.update(refreshed=m, num_samples=n)
+        return chains
 
     def sample(self, model, num_samples: int | None = None) -> torch.Tensor:
         n = self.num_reads if num_samples is None else check_int(num_samples, "num_samples", ge=1)
@@ -622,7 +684,8 @@ class BoltzmannSampler(ModelSampler):
         return self.device.submit(sent, num_reads=num_reads, seed=seed, executor=self.executor,
                                   **opts)
 
-    def _draw(self, model, num_reads: int, *, persistent: bool) -> torch.Tensor:
+    def _draw(self, model, num_reads: int, *, persistent: bool,
+              gibbs_steps: int | None = None) -> torch.Tensor:
         self.check(model)
         problem = model.to_ising()
         opts = dict(self.device_options)
@@ -661,7 +724,7 @@ class BoltzmannSampler(ModelSampler):
         self.last = info
         g = self.generator(model.device)
         states = model.states_from_spins(spins, g)
-        for _ in range(self.gibbs_steps):
+        for _ in range(self.gibbs_steps if gibbs_steps is None else gibbs_steps):
             states = model.gibbs_step(states, generator=g)
         return states
 

@@ -434,3 +434,62 @@ def test_topk_leaves_the_clamped_jobs_of_a_bm_with_hidden_units_as_samples():
     assert "output" not in s.clamped_options
     pos = s.positive(bm, torch.ones(3, 4))
     assert pos.shape == (3, 6) and s.negative(bm).shape == (10, 6)
+
+
+# --- the hybrid with persistent chains (refresh < 1) ---------------------------------------------
+
+
+def _visible_kl(visible: torch.Tensor, model) -> float:
+    """KL(q || p) from the empirical distribution of visible rows to the model's exact p(v)."""
+    states, p = exact_model_distribution(model)
+    V = model.num_visible
+    weights = 2 ** torch.arange(V, dtype=torch.int64)
+    pv = np.bincount((states[:, :V].round().long() * weights).sum(1).numpy(), weights=p.numpy(),
+                     minlength=2**V)
+    q = np.bincount((visible.round().long() * weights).sum(1).numpy(), minlength=2**V)
+    q = q / q.sum()
+    keep = q > 0
+    return float(np.sum(q[keep] * np.log(q[keep] / pv[keep])))
+
+
+def test_persistent_hybrid_chains_carry_their_sweeps_from_call_to_call():
+    """A device eight times colder than the model: one Gibbs sweep from its fresh states is far
+    from the model; with refresh=0.1 the chains persist (a tenth replaced per call) and their
+    visible states follow the model, at a tenth of the device's reads."""
+    model = RestrictedBoltzmannMachine(4, 3, init_std=2.0, generator=_g(1), dtype=torch.float64)
+    dev = HiddenTemperatureDevice(beta_dev=8.0, normalise=True)
+    out = {}
+    for refresh in (1.0, 0.1):
+        s = BoltzmannSampler(dev, num_reads=2000, mode="anneal", beta=1.0, gibbs_steps=1,
+                             refresh=refresh, seed=5)
+        for _ in range(20):
+            s.negative(model)
+        pooled = torch.cat([s.negative(model)[:, :4] for _ in range(10)])
+        out[refresh] = (_visible_kl(pooled, model), s.last["num_samples"], s.last["sampler"])
+    assert out[0.1][1:] == (2000, "hybrid")
+    assert "refresh=0.1" in repr(s) and s.last["refreshed"] == 200
+    assert out[1.0][0] > 0.05
+    assert out[0.1][0] < out[1.0][0] / 10
+
+
+def test_persistent_hybrid_chains_are_saved_and_restored():
+    model = _rbm(11, std=1.0)
+    kw = {"num_reads": 50, "mode": "anneal", "beta": 1.0, "gibbs_steps": 2, "refresh": 0.2,
+          "seed": 7}
+    a = BoltzmannSampler(HiddenTemperatureDevice(beta_dev=2.0), **kw)
+    for _ in range(3):
+        a.negative(model)
+    state = a.state_dict(model)
+    assert state["gibbs_chains"].shape == (50, 7)
+    b = BoltzmannSampler(HiddenTemperatureDevice(beta_dev=2.0), **kw)
+    b.load_state_dict(state, model)
+    assert torch.equal(a.negative(model), b.negative(model))
+    b.reset(model)
+    assert "gibbs_chains" not in b.state_dict(model)
+
+
+def test_refresh_is_checked_at_construction():
+    with pytest.raises(InvalidOptionError, match="gibbs_steps >= 1"):
+        BoltzmannSampler("cim.emulator", num_reads=10, refresh=0.5)
+    with pytest.raises(InvalidOptionError, match="refresh must be in"):
+        BoltzmannSampler("cim.emulator", num_reads=10, gibbs_steps=2, refresh=1.5)
