@@ -824,25 +824,13 @@ class _Batch:
         elif params.feedback == "cac":
             improved = E < self.cac_best
             self.cac_best[...] = xp.where(improved, E, self.cac_best)
-            self.cac_last[...] = xp.where(improved, k, self.cac_last)
-            stale = (k - self.cac_last) >= params.cac_tau
-            self.beta_row[...] = xp.where(
-                stale, params.cac_beta0, self.beta_row + params.cac_gamma * params.dtau
-            ).astype(dt)
-            self.cac_last[...] = xp.where(stale, k, self.cac_last)
-            dH = (E - self.cac_best) / max(sim.prob.spectral_radius, 1e-300)
-            self.a_row[...] = (
-                params.cac_alpha + params.cac_rho * xp.tanh(params.cac_delta * dH)
-            ).astype(dt)
+            self._cac_rate_and_target(k, E, improved)
 
-    def _cac_leleu(self, k, E):
-        """cac_variant="leleu" after round trip k (E: energy of the signs after it): the rate
-        grows (or resets), then the target of the next update is set from the energy of the
-        signs *before* this step against the best of the steps before that, as cim-optimizer's
-        CIM_CAC_GPU does; then that energy joins H_best."""
+    def _cac_rate_and_target(self, k, H, improved):
+        """CAC's per-run bookkeeping, shared by both variants: the rate grows by gamma per unit
+        tau, or resets to beta0 when H_best has not improved (``improved``) for cac_tau round
+        trips; the target a is set from the energy H against the current H_best."""
         sim, xp, dt, params = self.sim, self.sim.xp, self.sim.dt, self.sim.params
-        H = self.cac_prev
-        improved = H < self.cac_best
         self.cac_last[...] = xp.where(improved, k, self.cac_last)
         stale = (k - self.cac_last) >= params.cac_tau
         self.beta_row[...] = xp.where(
@@ -853,7 +841,15 @@ class _Batch:
         self.a_row[...] = (
             params.cac_alpha + params.cac_rho * xp.tanh(params.cac_delta * dH)
         ).astype(dt)
-        self.cac_best[...] = xp.minimum(self.cac_best, H)
+
+    def _cac_leleu(self, k, E):
+        """cac_variant="leleu" after round trip k (E: energy of the signs after it): the rate
+        grows (or resets), then the target of the next update is set from the energy of the
+        signs *before* this step against the best of the steps before that, as cim-optimizer's
+        CIM_CAC_GPU does; then that energy joins H_best."""
+        H = self.cac_prev
+        self._cac_rate_and_target(k, H, H < self.cac_best)
+        self.cac_best[...] = self.sim.xp.minimum(self.cac_best, H)
         self.cac_prev = E
 
 

@@ -7,11 +7,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from kpp_sdk import IsingProblem, get_device
 from kpp_sdk.emulator import ParameterError, get_profile, ising_energy, sample, simulate
 from kpp_sdk.emulator.profiles import PROFILES
 from kpp_sdk.emulator.timing import copies_per_shot
+
+from kpp_sdk import IsingProblem, get_device
 
 
 def _ferromagnet(n=10):
