@@ -256,10 +256,12 @@ def ais_row(method: str, args, ds) -> dict:
         return None
 
     history = fit(rbm, x, sampler, epochs=args.epochs, batch_size=50, lr=0.1, momentum=0.5,
-                  weight_decay=1e-4, seed=seed, callback=tail if args.tail else None)
+                  weight_decay=1e-4, seed=seed, callback=tail if args.tail else None,
+                  lr_decay=args.lr_decay, lr_decay_start=args.lr_decay_start)
     ll = log_likelihood(rbm, ds.test, method="ais", num_chains=args.ais_chains,
                         num_betas=args.ais_betas, data=ds.train, seed=seed)
     row = {"model": f"RBM 64x{args.hidden}", "sampler": method, "epochs": args.epochs, "seed": seed,
+           "lr_decay": args.lr_decay, "lr_decay_start": args.lr_decay_start,
            "test_log_likelihood": ll["log_likelihood"], "ais_stderr": ll["stderr"],
            "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
            "device_s_per_epoch": clock.device_s / args.epochs,
@@ -366,6 +368,10 @@ def main(argv=None) -> int:
                    help="AIS part: also evaluate each of the last TAIL epochs (AIS 1000 "
                         "temperatures x 100 chains; training unchanged) and report their mean: "
                         "the test LL of one epoch moves by up to ~1 nat from one epoch to the next")
+    p.add_argument("--lr-decay", choices=("linear",), default=None,
+                   help="AIS part: the learning-rate schedule of fit (default: constant)")
+    p.add_argument("--lr-decay-start", type=float, default=0.0,
+                   help="AIS part: the fraction of the steps before the decay begins")
     p.add_argument("--ais-chains", type=int, default=None)
     p.add_argument("--ais-betas", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")

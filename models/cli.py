@@ -105,6 +105,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="SGD momentum (rbm, bm, dbn)")
     p.add_argument("--weight-decay", type=float, default=1e-4,
                    help="SGD weight decay, an L2 penalty on the weights (rbm, bm, dbn)")
+    p.add_argument("--lr-decay", choices=("none", "linear"), default="none",
+                   help="learning-rate schedule (rbm, bm, dbn): none keeps --lr; linear keeps it "
+                        "for the first --lr-decay-start of the steps, then decays it to zero")
+    p.add_argument("--lr-decay-start", type=float, default=0.75,
+                   help="with --lr-decay linear: the fraction of the steps before the decay "
+                        "begins (default 0.75: the last quarter decays)")
     p.add_argument("--num-reads", type=int, default=None,
                    help="samples per negative phase, one device job (default: the batch size)")
     p.add_argument("--sweeps", type=int, default=1,
@@ -232,6 +238,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidOptionError(f"--num-reads must be positive, got {args.num_reads}")
     if args.gibbs_steps is not None and args.gibbs_steps < 0:
         raise InvalidOptionError(f"--gibbs-steps must be 0 or more, got {args.gibbs_steps}")
+    if not 0.0 <= args.lr_decay_start < 1.0:
+        raise InvalidOptionError(
+            f"--lr-decay-start is the fraction of the steps before the decay begins, in [0, 1); "
+            f"got {args.lr_decay_start}")
+    if args.lr_decay != "none" and args.model in ("qgan", "qdiffusion"):
+        raise InvalidOptionError(
+            f"--lr-decay applies to the SGD-trained models (rbm, bm, dbn); {args.model} trains "
+            f"with its own optimizer at a constant --lr: leave --lr-decay out")
     if args.topk_runs is not None and args.topk_runs < 100:
         raise InvalidOptionError(
             f"--topk-runs must be at least 100 (the final samples are a Top-K of 100 states), "
@@ -674,7 +688,9 @@ def _cmd_boltzmann(args: argparse.Namespace, run: _Run, t_start: float) -> int:
     test = torch.as_tensor(ds.test, device=tdev)
     progress: Any = not args.no_progress
     fit_kw = dict(batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                  weight_decay=args.weight_decay, seed=args.seed, progress=progress)
+                  weight_decay=args.weight_decay, seed=args.seed, progress=progress,
+                  lr_decay=None if args.lr_decay == "none" else args.lr_decay,
+                  lr_decay_start=args.lr_decay_start)
     eval_s = [0.0]
 
     def evaluated(m, epoch, test_data):

@@ -23,6 +23,18 @@ def make_optimizer(model: torch.nn.Module, *, lr: float = 0.05, momentum: float 
                            weight_decay=weight_decay)
 
 
+#: The learning-rate schedules of :func:`fit` (``lr_decay``).
+LR_DECAYS = (None, "linear")
+
+
+def _decay_lr(opt: torch.optim.Optimizer, done: float) -> None:
+    """Set every group's rate to its initial rate times ``1 - done`` (``done``: the fraction of
+    the steps taken); the initial rate is kept in the group, so a resumed run continues it."""
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * (1.0 - done)
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator):
     perm = torch.randperm(n, generator=generator)
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -65,7 +77,8 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
         callback: Callable[[int, AbstractBoltzmannMachine, dict], dict | None] | None = None,
         progress: Any = False, desc: str | None = None, state: dict | None = None,
         on_checkpoint: Callable[[dict], None] | None = None,
-        stop: Callable[[], bool] | None = None) -> list[dict]:
+        stop: Callable[[], bool] | None = None, lr_decay: str | None = None,
+        lr_decay_start: float = 0.0) -> list[dict]:
     """Train ``model`` on ``data`` by stochastic gradient descent on
     ``model.objective(sampler.positive(model, v), sampler.negative(model, v))``.
 
@@ -77,6 +90,12 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
     ``seed`` fixes the order of the batches. ``callback(epoch, model, stats)`` runs after each
     epoch; a dict it returns is merged into that epoch's stats (evaluations, for instance).
     ``progress``: True for a tqdm bar (its label reads ``epoch k/K``), or a tqdm-like object.
+    ``lr_decay``: ``None`` keeps the learning rate; ``"linear"`` keeps every parameter group's
+    initial rate for the first ``lr_decay_start`` fraction of the ``T = epochs x batches`` steps
+    and then decays it linearly towards zero (the last step takes ``1 / (T (1 - start))`` of
+    it). A resumed run continues the schedule; one resumed with more ``epochs`` follows the
+    longer run's schedule from that step (a jump in the rate, not the longer run). Sampled
+    negative phases are unbiased but noisy; decaying the rate averages their noise out, where a constant rate leaves the final weights a noisy snapshot.
 
     Stopping and resuming: ``on_checkpoint(state)`` is called after every epoch with the
     loop's complete state (epochs and batches done, the batch order's random stream, the
@@ -99,6 +118,13 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
     if epochs < 0 or batch_size < 1:
         raise InvalidDataError(
             f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    if lr_decay not in LR_DECAYS:
+        raise InvalidDataError(
+            f"lr_decay must be one of {', '.join(map(repr, LR_DECAYS))}, got {lr_decay!r}")
+    if not 0.0 <= lr_decay_start < 1.0:
+        raise InvalidDataError(
+            f"lr_decay_start is the fraction of the steps before the decay begins, in [0, 1); "
+            f"got {lr_decay_start!r}")
     data = model.check_visible(data)
     sampler = as_sampler(sampler)
     sampler.check(model)
@@ -145,6 +171,9 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
                     raise TrainingInterrupted(
                         f"stopped in {desc + ', ' if desc else ''}epoch {epoch} of {epochs} "
                         f"after {b} of {num_batches} batches", epoch=epoch - 1, batch=b)
+                if lr_decay is not None:
+                    done = ((epoch - 1) * num_batches + b) / (epochs * num_batches)
+                    _decay_lr(opt, max(0.0, done - lr_decay_start) / (1.0 - lr_decay_start))
                 v = data[batches[b].to(data.device)]
                 pos = sampler.positive(model, v)
                 neg = sampler.negative(model, v)
