@@ -199,7 +199,7 @@ class CIMEmulator(Device):
         try:
             cim = self._profile.cim
             if options["feedback"] is not None:
-                cim = cim.with_feedback(options["feedback"])
+                cim = self._profile.with_feedback(options["feedback"])
             if options["round_trips"] is not None:
                 cim = cim.replace(round_trips=int(options["round_trips"]))
             if options["params"]:

@@ -221,7 +221,7 @@ def _emulate(problem, profile, feedback, runs, round_trips, seed):
     from kpp_sdk import emulator as emu
 
     prof = emu.get_profile(profile) if not isinstance(profile, emu.HardwareProfile) else profile
-    cim = prof.cim if feedback == "none" else prof.cim.with_feedback(feedback)
+    cim = prof.cim if feedback == "none" else prof.with_feedback(feedback)
     if round_trips is not None:
         cim = cim.replace(round_trips=int(round_trips))
     prof = prof.replace(cim=cim)

@@ -17,6 +17,7 @@ def setting():
 
 def test_recovers_the_knob_that_produced_the_target(setting):
     J, prof = setting
+    before = prof.cim.sigma_add
     kw = {"runs": 64, "seed": 5}
     target = float(sample(prof, J, sigma_add=0.25, **kw).energies.mean())
     cold = float(sample(prof, J, sigma_add=0.0, **kw).energies.mean())
@@ -29,7 +30,7 @@ def test_recovers_the_knob_that_produced_the_target(setting):
         float(sample(prof, J, sigma_add=cal.value, **kw).energies.mean())
     )
     assert 0.1 < cal.value < 0.45
-    assert cal.profile.cim.sigma_add == cal.value and prof.cim.sigma_add == 0.0
+    assert cal.profile.cim.sigma_add == cal.value and prof.cim.sigma_add == before  # a copy
     assert len(cal.history) <= 14
 
 
