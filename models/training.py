@@ -95,7 +95,8 @@ def fit(model: AbstractBoltzmannMachine, data: Any, sampler: Any, *, epochs: int
     and then decays it linearly towards zero (the last step takes ``1 / (T (1 - start))`` of
     it). A resumed run continues the schedule; one resumed with more ``epochs`` follows the
     longer run's schedule from that step (a jump in the rate, not the longer run). Sampled
-    negative phases are unbiased but noisy; decaying the rate averages their noise out, where a constant rate leaves the final weights a noisy snapshot.
+    negative phases are unbiased but noisy; decaying the rate averages their noise out, where
+    a constant rate leaves the final weights a noisy snapshot.
 
     Stopping and resuming: ``on_checkpoint(state)`` is called after every epoch with the
     loop's complete state (epochs and batches done, the batch order's random stream, the

@@ -83,9 +83,9 @@ def test_a_run_stopped_during_the_decay_resumes_at_the_same_rates():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(lr_decay="cosine"), "lr_decay must be one of None, 'linear'"),
-    (dict(lr_decay="linear", lr_decay_start=1.0), "in [0, 1)"),
-    (dict(lr_decay="linear", lr_decay_start=-0.1), "in [0, 1)"),
+    ({"lr_decay": "cosine"}, "lr_decay must be one of None, 'linear'"),
+    ({"lr_decay": "linear", "lr_decay_start": 1.0}, "in [0, 1)"),
+    ({"lr_decay": "linear", "lr_decay_start": -0.1}, "in [0, 1)"),
 ])
 def test_bad_schedules_are_refused_before_any_step(kw, message):
     model = _rbm()
