@@ -421,7 +421,8 @@ class CIMParameters:
         instances once the error variables were capped at the stability bound, issue 15: at
         0.8 the capped loop gain left CAC short of the ground on MC50 n=100 #2; the doc
         suggests 0.8-0.9); ``"none"``: 0 -> 1.2.
-        Extra keyword arguments override.
+        Extra keyword arguments override. A machine's own settings are its profile's
+        ``control`` (:meth:`HardwareProfile.with_feedback`, which the device uses).
         """
         if mode not in FEEDBACK_MODES:
             raise ParameterError("feedback", mode, f"one of {FEEDBACK_MODES}")
