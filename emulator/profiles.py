@@ -718,8 +718,8 @@ PROFILES: dict[str, HardwareProfile] = {
     # With sigma_add = 0.12 a pulse pumped below threshold is held by the feedback alone, whose
     # error variables are capped at the stability bound (coupling.error_cap): it stays at the
     # noise floor (rms amplitude 0.33 on MC50 n=100, e pinned at the cap), and CAC's best of
-    # 2000 runs was -343 on MC50 #1 (ground -401), AHC's -321; with the ramp every control
-    # mode reaches -401 there, and CAC's G1 cut is 11,579 (11,401 at 0.9).
+    # 2000 runs was -355 on MC50 #1 (ground -401; seed 2027), AHC's -321; with the ramp every
+    # control mode reaches -401 there, and CAC's G1 cut is 11,579 (11,401 at 0.9; seed 2026).
     # Former values: coupling_norm "coefficient", xi0 0.05, sigma_add 0.13, ramp 0.27 of 1000
     # (SK only; cubic graphs ran hot and failed); before that sigma_add = 0.18 with the
     # spectral-radius gain (fitted to the mean WK2000 energy of Inagaki 2016, V5 keeps it).
