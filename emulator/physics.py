@@ -486,6 +486,9 @@ def _map_constants(params: CIMParameters, prob: PreparedProblem) -> _MapConstant
     else:
         dac_lsb, dac_lo, dac_hi = 1.0, 0.0, 0.0
     xi = prob.xi
+    # CAC's "leleu" variant: mode 3 (error variables from the amplitude after the step), and
+    # e clipped at e_max only (no stability cap)
+    leleu = params.feedback == "cac" and params.cac_variant == "leleu"
     return _MapConstants(
         dtau=params.dtau,
         sqrt_t=math.exp(-params.dtau),
@@ -500,9 +503,7 @@ def _map_constants(params: CIMParameters, prob: PreparedProblem) -> _MapConstant
         dac_hi=dac_hi,
         gain_scale=prob.coupling_scale * adc_lsb,
         xi=xi,
-        # mode 3: CAC's error variables in the "leleu" variant (from the amplitude after the step)
-        mode=3 if params.feedback == "cac" and params.cac_variant == "leleu"
-        else {"none": 0, "ahc": 1, "cac": 1, "cfc": 2}[params.feedback],
+        mode=3 if leleu else {"none": 0, "ahc": 1, "cac": 1, "cfc": 2}[params.feedback],
         coupled=xi > 0 and params.xi0 > 0,
         K_ramp=params.ramp_round_trips,
         integer_acc=(
@@ -510,8 +511,7 @@ def _map_constants(params: CIMParameters, prob: PreparedProblem) -> _MapConstant
             and params.adc_bits is not None
             and prob.gemm_dtype == "float32"
         ),
-        e_cap=params.e_max if params.feedback == "cac" and params.cac_variant == "leleu"
-        else prob.e_cap,
+        e_cap=params.e_max if leleu else prob.e_cap,
         self_feedback=prob.self_feedback if xi > 0 else 0.0,
     )
 
@@ -631,18 +631,16 @@ class _Simulation:
             traj_k = [0] + [k + 1 for k in range(K)
                             if (k + 1) % self.record_every == 0 or k == K - 1]
             full = np.empty((len(traj_k), self.rec_idx.size, self.Nt), dtype=self.dt)
+            # the error variables of the same records, with amplitude control
+            full_e = np.empty_like(full) if params.feedback != "none" else None
             for (a0, b0), res_ in zip(bounds, results):
                 sel = np.nonzero((self.rec_idx >= a0) & (self.rec_idx < b0))[0]
                 if sel.size:
                     full[:, sel, :] = np.stack([to_numpy(t_) for t_ in res_[3]])
-            res.trajectories = full
-            if params.feedback != "none":
-                full_e = np.empty_like(full)
-                for (a0, b0), res_ in zip(bounds, results):
-                    sel = np.nonzero((self.rec_idx >= a0) & (self.rec_idx < b0))[0]
-                    if sel.size:
+                    if full_e is not None:
                         full_e[:, sel, :] = np.stack([to_numpy(t_) for t_ in res_[4]])
-                res.error_trajectories = full_e
+            res.trajectories = full
+            res.error_trajectories = full_e
             res.trajectory_runs = self.rec_idx
             res.trajectory_round_trips = np.asarray(traj_k)
         return res
