@@ -505,10 +505,8 @@ class HardwareProfile:
     def __post_init__(self):
         if isinstance(self.control, dict):
             object.__setattr__(self, "control", tuple(sorted(self.control.items())))
-        names = {f.name for f in fields(CIMParameters)}
         if not (isinstance(self.control, tuple)
-                and all(isinstance(kv, tuple) and len(kv) == 2 and kv[0] in names
-                        for kv in self.control)):
+                and all(isinstance(kv, tuple) and len(kv) == 2 for kv in self.control)):
             raise ParameterError(
                 "control", self.control,
                 "a dict (or tuple of pairs) of CIMParameters fields and values")
@@ -574,6 +572,11 @@ class HardwareProfile:
         )
         if not isinstance(self.cim, CIMParameters):
             raise ParameterError("cim", self.cim, "a CIMParameters instance")
+        try:  # names and values, by CIMParameters' own checks, before any job uses them
+            self.with_feedback("cac")
+        except ParameterError as exc:
+            raise ParameterError(
+                "control", self.control, f"CIMParameters fields and values ({exc})") from None
         if (
             self.max_spins is not None
             and self.max_spins + 1 + self.reserved_slots > self.pulse_slots

@@ -105,6 +105,8 @@ def test_control_settings_are_the_profiles_and_checked():
     assert n.with_feedback("cac", p0=0.8).p0 == 0.8  # explicit overrides win
     with pytest.raises(ParameterError, match="control"):
         n.replace(control={"pump": 1.1})
+    with pytest.raises(ParameterError, match="ahc_target > 0"):  # values too, at construction
+        n.replace(control={"ahc_target": -1.0})
 
 
 @pytest.mark.parametrize("profile, pump", [("ntt-2000", 1.2), ("qboson-550", 1.2), ("ideal", 0.9)])
