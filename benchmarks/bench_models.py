@@ -296,7 +296,7 @@ def variance_table(args) -> dict:
     fit(rbm, x, ContrastiveDivergence(1, seed=args.seed), epochs=args.epochs - 1, batch_size=50,
         lr=0.1, momentum=0.5, weight_decay=1e-4, seed=args.seed)
     g = torch.Generator().manual_seed(args.seed + 1)
-    V, B = 64, 50
+    V, B = rbm.num_visible, 50
 
     def stat(states):  # the W statistic: mean of v E[h | v]^T
         s = rbm.rao_blackwellize(states) if states.shape[1] > V else rbm.hidden_expectation(states)
