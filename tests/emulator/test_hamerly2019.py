@@ -47,10 +47,12 @@ def test_sk_per_n_medians_decay_rate_and_rank_correlation():
     """Issue 20's SK goals on all 150 instances (1000 runs each; minutes on one core).
 
     Measured with this seed (docs/validation.md): 14 of 15 sizes within a factor 1.5 of the
-    machine's median, N = 60 at 1.52 (0.147 against 0.223); alpha 0.0203 against 0.0205;
-    Spearman 0.67. The test holds that: it fails when the calibration is undone (the former
-    profile reached the ground state in 0-0.5% of the runs at N = 100, where the machine
-    reached it in ~10%).
+    machine's median, N = 60 at 1.52 (0.147 against 0.223); alpha 0.0202 against 0.0205;
+    Spearman 0.70. The machine's own medians scatter: no curve A exp(-alpha N) comes within
+    1.7 of all 15, and at every N the ratio's 90% bootstrap interval over the ten instances
+    reaches into [1/1.5, 1.5]. The test holds that: it fails when the calibration is undone
+    (the former profile reached the ground state in 0-0.5% of the runs at N = 100, where the
+    machine reached it in ~10%).
     """
     rows = hw.hamerly2019(("sk",))
     p = hw.emulate("ntt-2000", rows, runs=1000, seed=1000)
@@ -59,5 +61,8 @@ def test_sk_per_n_medians_decay_rate_and_rank_correlation():
               for r in s["per_n"]]
     assert sum(q <= 1.5 for q in ratios) >= 13, ratios
     assert max(ratios) <= 1.75, ratios
+    for r in s["per_n"]:
+        lo, hi = r["ratio_interval"]
+        assert lo <= 1.5 and hi >= 1 / 1.5, r
     assert s["alpha_emulator"] == pytest.approx(s["alpha_hardware"], rel=0.2)
     assert s["spearman"] >= 0.5

@@ -22,6 +22,11 @@ def test_validate_writes_table_summary_and_figure(tmp_path, capsys):
     summary = json.loads(base.with_suffix(".json").read_text())
     per_n = summary["classes"]["sk"]["per_n"]
     assert [r["n"] for r in per_n] == [10, 20]
+    for r in per_n:  # the ratio lies in its own bootstrap interval
+        lo, hi = r["ratio_interval"]
+        assert lo <= r["ratio"] <= hi
+    assert summary["classes"]["sk"]["exponential_floor"] >= 1.0
+    assert "90% interval over instances" in base.with_suffix(".md").read_text()
     assert base.with_suffix(".png").stat().st_size > 10_000
     assert "median P hardware" in capsys.readouterr().out
 
