@@ -281,9 +281,11 @@ def median_ratio_interval(p_hardware, p_emulator, *, level: float = 0.9,
     """A bootstrap interval of median(emulator P) / median(hardware P) over the same instances.
 
     The instances are resampled with replacement, the same draw for both (the pairs are the
-    same problems), ``resamples`` times; returns the central ``level`` interval of the ratio.
-    With ten instances per N it shows how far the per-N ratio can move from the choice of
-    instances alone. Deterministic for a ``seed``. (nan, nan) when a median can be 0.
+    same problems), ``resamples`` times; returns the central ``level`` interval of the ratio
+    (order statistics of the resampled ratios, no interpolation). With ten instances per N it
+    shows how far the per-N ratio can move from the choice of instances alone. A resample
+    whose hardware median is 0 has the ratio inf (1 when the emulator's is 0 too), so an
+    end of the interval can be inf. Deterministic for a ``seed``.
     """
     hw = np.asarray(p_hardware, float)
     em = np.asarray(p_emulator, float)
@@ -293,9 +295,10 @@ def median_ratio_interval(p_hardware, p_emulator, *, level: float = 0.9,
         raise ValueError(f"level={level!r}: need 0 < level < 1")
     idx = np.random.default_rng(seed).integers(0, len(hw), size=(int(resamples), len(hw)))
     mh, me = np.median(hw[idx], axis=1), np.median(em[idx], axis=1)
-    if np.any(mh <= 0):
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(me / mh, [(1 - level) / 2, (1 + level) / 2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mh > 0, me / mh, np.where(me > 0, np.inf, 1.0))
+    lo = np.quantile(ratio, (1 - level) / 2, method="lower")
+    hi = np.quantile(ratio, (1 + level) / 2, method="higher")
     return float(lo), float(hi)
 
 
