@@ -294,14 +294,44 @@ def test_cancel_active_jobs_cancels_every_running_job_of_the_process():
 # --- Ctrl-C in the CLI -------------------------------------------------------------------------
 
 
+SUBMITTED = "kpp-test: job submitted"
+
+
 def _kpp(tmp_path, *args):
-    code = textwrap.dedent("""
+    """``kpp ARGS`` in a child process that prints SUBMITTED on stdout once its job is queued."""
+    code = textwrap.dedent(f"""
         import sys
         from kpp_sdk.cli import main
+        from kpp_sdk.device import Device
+
+        _submit = Device.submit
+
+        def submit(self, *a, **k):
+            job = _submit(self, *a, **k)
+            print({SUBMITTED!r}, flush=True)
+            return job
+
+        Device.submit = submit
         sys.exit(main(sys.argv[1:]))
     """)
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_line(proc, line: str, timeout: float) -> None:
+    """Read the child's stdout until ``line`` (the child blocks in its job after printing it)."""
+    seen = threading.Event()
+
+    def read():
+        for text in iter(proc.stdout.readline, ""):
+            if text.strip() == line:
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not seen.is_set() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert seen.is_set(), f"no {line!r} within {timeout} s; exit code {proc.poll()}"
 
 
 @pytest.mark.parametrize("device,options", [
@@ -313,11 +343,14 @@ def test_ctrl_c_in_kpp_sample_cancels_the_job_and_exits_130(tmp_path, device, op
     IsingProblem.random_sk(12, seed=0).save(tmp_path / "p.npz")
     proc = _kpp(tmp_path, "sample", "p.npz", "--device", device, "--seed", "1", *options)
     try:
-        # wait until the job runs: the device has been built and the problem loaded
-        time.sleep(4.0)
-        assert proc.poll() is None, proc.communicate()
+        # wait until the job is queued (the device built, the problem loaded and validated; not
+        # a fixed sleep, which a loaded machine outran), then give its worker a moment to start
+        _wait_for_line(proc, SUBMITTED, timeout=120)
+        time.sleep(0.5)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
