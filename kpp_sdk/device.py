@@ -430,8 +430,15 @@ class Device(abc.ABC):
         # threads share the process: an Event; other executors (processes, dask workers on this
         # machine) see the token's flag file
         token = CancelToken(shared=not isinstance(ex, (cf.ThreadPoolExecutor, InlineExecutor)))
-        fut = ex.submit(_execute, self, spec, seed, job_id, submitted_at, token)
-        return Job(fut, job_id, self.name, cancel_event=token, submitted_at=submitted_at)
+        try:
+            fut = ex.submit(_execute, self, spec, seed, job_id, submitted_at, token)
+            return Job(fut, job_id, self.name, cancel_event=token, submitted_at=submitted_at)
+        except BaseException:
+            # Ctrl-C (or an error) after the work was queued and before its Job exists: nobody
+            # could cancel that work, and its worker thread would hold the process at exit. It
+            # sees the token when it starts and ends at once.
+            token.set()
+            raise
 
     def sample_async(self, problem: IsingProblem, **kwargs: Any) -> Job:
         """The same as :meth:`submit` (the name DESIGN and dimod-style code use for it)."""

@@ -291,6 +291,37 @@ def test_cancel_active_jobs_cancels_every_running_job_of_the_process():
             j.result(timeout=60)
 
 
+def test_ctrl_c_between_queueing_the_work_and_its_job_cancels_the_work(monkeypatch):
+    """A KeyboardInterrupt after the executor took the work and before submit returned its Job
+    (nothing could cancel that work, and kpp's Ctrl-C exit waited on its thread for good)."""
+    import kpp_sdk.device as devmod
+
+    ex = cf.ThreadPoolExecutor(max_workers=1)
+    gate = threading.Event()
+    ex.submit(gate.wait)  # the worker is busy, so the job waits in the queue
+    queued = []
+    real_submit = ex.submit
+    monkeypatch.setattr(ex, "submit", lambda *a, **k: queued.append(real_submit(*a, **k))
+                        or queued[-1])
+
+    def job_interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(devmod, "Job", job_interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # 1e7 round trips: minutes if it ran
+            kpp_sdk.get_device("cim.emulator").submit(
+                IsingProblem.random_sk(12, seed=0), num_reads=1, round_trips=10_000_000,
+                executor=ex)
+        assert len(queued) == 1
+        gate.set()
+        with pytest.raises(InterruptedError, match="cancelled"):
+            queued[0].result(timeout=30)
+    finally:
+        gate.set()
+        ex.shutdown(wait=False, cancel_futures=True)
+
+
 # --- Ctrl-C in the CLI -------------------------------------------------------------------------
 
 
