@@ -329,11 +329,17 @@ SUBMITTED = "kpp-test: job submitted"
 
 
 def _kpp(tmp_path, *args):
-    """``kpp ARGS`` in a child process that prints SUBMITTED on stdout once its job is queued."""
+    """``kpp ARGS`` in a child process that prints SUBMITTED on stdout once its job is queued
+    (and dumps its threads' stacks on SIGUSR1)."""
     code = textwrap.dedent(f"""
+        import faulthandler
+        import signal
         import sys
+
         from kpp_sdk.cli import main
         from kpp_sdk.device import Device
+
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stacks, if it hangs
 
         _submit = Device.submit
 
@@ -380,7 +386,14 @@ def test_ctrl_c_in_kpp_sample_cancels_the_job_and_exits_130(tmp_path, device, op
         time.sleep(0.5)
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            proc.wait()
+            pytest.fail("still running 60 s after Ctrl-C; its threads:\n" + proc.stderr.read())
         err = proc.stderr.read()
     finally:
         if proc.poll() is None:
