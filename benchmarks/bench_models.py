@@ -80,8 +80,11 @@ EMULATOR_VARIANTS = ("cim cold", "cim thermostat", "cim thermostat+iw", "cim top
 CONTROLS = ("random-start-5", "random-start-20", "cd5")
 
 
-def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
-    """The sampler a row of the tables names (a last word ``rN`` sets N samples per call)."""
+def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000,
+                 emulator_params: dict | None = None):
+    """The sampler a row of the tables names (a last word ``rN`` sets N samples per call);
+    ``emulator_params`` overrides CIMParameters fields of the emulator's profile (its device
+    option ``params``)."""
     words = method.split()
     refresh = 1.0
     while len(words) > 1:  # trailing "rN" (N samples per call), "refreshF" (hybrid's refresh)
@@ -122,6 +125,8 @@ def make_sampler(method: str, num_reads: int, seed: int, topk_runs: int = 2000):
         kw = dict(gibbs_steps=int(variant.split("-")[1]), refresh=refresh)
     else:
         raise ValueError(f"unknown sampler {method!r}")
+    if emulator_params:
+        kw["params"] = dict(emulator_params)
     return BoltzmannSampler("cim.emulator", num_reads=num_reads, mode="anneal", seed=seed, **kw)
 
 
@@ -214,7 +219,8 @@ def kl_table(args) -> list[dict]:
         print(f"\n{name}: {n} samples per sampler; KL of {n} exact samples: {floor:.4f}",
               file=sys.stderr)
         for method in methods:
-            s = make_sampler(method, args.reads, seed=0, topk_runs=args.topk_runs)
+            s = make_sampler(method, args.reads, seed=0, topk_runs=args.topk_runs,
+                             emulator_params=args.emulator_params)
             clock = DeviceClock(s)
             for _ in range(args.warm):
                 s.negative(model)
@@ -245,7 +251,8 @@ def ais_row(method: str, args, ds) -> dict:
     rbm = RestrictedBoltzmannMachine(64, args.hidden,
                                      generator=torch.Generator().manual_seed(seed))
     rbm.init_visible_bias(x)
-    sampler = make_sampler(method, 50, seed=seed, topk_runs=args.topk_runs)
+    sampler = make_sampler(method, 50, seed=seed, topk_runs=args.topk_runs,
+                           emulator_params=args.emulator_params)
     clock = DeviceClock(sampler)
 
     def tail(epoch, model, stats):  # the last --tail epochs, each by a cheaper AIS
@@ -375,7 +382,13 @@ def main(argv=None) -> int:
     p.add_argument("--ais-chains", type=int, default=None)
     p.add_argument("--ais-betas", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--emulator-params", type=json.loads, default=None, metavar="JSON",
+                   help="override fields of the emulator profile's CIMParameters, e.g. "
+                        "'{\"sigma_add\": 0, \"round_trips\": 1000}' (qboson-550 before its "
+                        "noise and run length were calibrated)")
     args = p.parse_args(argv)
+    if args.emulator_params is not None and not isinstance(args.emulator_params, dict):
+        p.error("--emulator-params takes a JSON object of CIMParameters fields")
     q = args.quick
     args.epochs = args.epochs or (3 if q else 20)
     args.topk_runs = args.topk_runs or (200 if q else 2000)

@@ -62,8 +62,10 @@ def test_amplitude_control_does_not_lock_in_phase(feedback, settings):
     p = load_instance("MC50", 100, 1)
     g = ground_energy("MC50", 100, 1)
     prof = get_profile("qboson-550")
-    prof = prof.replace(cim=prof.cim.with_feedback(feedback) if settings == "generic"
-                        else prof.with_feedback(feedback))
+    # the generic fixed pump 0.9 works without excess noise only (with the profile's
+    # sigma_add the pulses stay at the noise floor: the next test), so that case runs without it
+    prof = prof.replace(cim=prof.cim.replace(sigma_add=0.0).with_feedback(feedback)
+                        if settings == "generic" else prof.with_feedback(feedback))
     r = sample(prof, p.J, runs=100, seed=3)
     all_equal = np.all(r.spins == r.spins[:, :1], axis=1)
     assert not all_equal.any()
