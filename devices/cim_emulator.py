@@ -81,7 +81,7 @@ class CIMEmulator(Device):
                       type=str, choices=OUTPUTS),
         runs=Option(None, "runs per task with output='topk' (None: the profile's, 2000)",
                     type=int, ge=1, le=MAX_RUNS, unit="runs"),
-        round_trips=Option(None, "round trips per run (None: the profile's, 1000 for "
+        round_trips=Option(None, "round trips per run (None: the profile's, 2000 for "
                            "qboson-550)", type=int, ge=1, le=MAX_ROUND_TRIPS, unit="round trips"),
         feedback=Option(None, "amplitude control: 'none', 'ahc', 'cac', 'cfc' (None: the "
                         "profile's); switching it on also sets the recommended fixed pump "
