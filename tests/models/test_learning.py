@@ -118,7 +118,7 @@ def test_digits_rbm_the_emulator_hybrid_beats_cd1_and_its_uniform_start_control(
     """Issue 16's goal, on one seed, with the documented command (docs/models.md, the decayed
     table): a digits RBM 64x64 trained 20 epochs with the learning rate decayed over the last
     quarter. The hybrid with 5 Gibbs sweeps from the emulator's states must beat CD-1 and the
-    same 5 sweeps from uniform states (measured with seed 1: -19.41, -19.52, -19.67; AIS 3σ
+    same 5 sweeps from uniform states (measured with seed 1: -19.40, -19.52, -19.67; AIS 3σ
     0.04). With the device's states replaced by uniform ones the first margin vanishes."""
     import json
     import subprocess
