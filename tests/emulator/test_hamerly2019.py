@@ -102,5 +102,5 @@ def test_qboson_decay_rate_is_the_closest_to_the_machines():
     target = hw.compare(rows, np.array([m.p for m in rows]))["sk"]["alpha_hardware"]
     a = alpha()
     assert abs(a - target) < 0.01, (a, target)
-    for other in (dict(sigma_add=0.06), dict(sigma_add=0.12)):
+    for other in ({"sigma_add": 0.06}, {"sigma_add": 0.12}):
         assert abs(alpha(**other) - target) > abs(a - target), other
